@@ -1,0 +1,35 @@
+"""`hyperobf` command line: train, export, protect, demo (and sub-apps added by other modules).
+
+Heavy imports (torch, onnx) happen inside commands, so `hyperobf protect` stays torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from .common import fail  # noqa: F401  (re-exported for sub-apps)
+from .protect_cmd import protect
+from .psp_cmds import demo, export, train
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="HyperObf: per-user face-cloaking MaskNets (PSP training/export, on-device protection).")
+app.command()(train)
+app.command()(export)
+app.command()(protect)
+app.command()(demo)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # last resort: one line, no traceback (HYPEROBF_DEBUG=1 shows it)
+        if os.environ.get("HYPEROBF_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+        sys.exit(1)

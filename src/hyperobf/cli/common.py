@@ -1,0 +1,33 @@
+"""Shared CLI helpers: one-line errors and progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def fail(msg: str, code: int = 1) -> NoReturn:
+    """Print ``error: msg`` on one line to stderr and exit non-zero (no traceback)."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def errors_as_one_line(*kinds: type[BaseException]) -> Iterator[None]:
+    """Turn expected failures (bad input, missing files) into a one-line error and exit 1."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except kinds as e:  # type: ignore[misc]
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def progress_bar(disable: bool = False) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    disable=disable, transient=False, console=Console(stderr=True))

@@ -1,0 +1,127 @@
+"""PSP-side commands: train, export, demo (torch is imported inside each command)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import errors_as_one_line, fail, progress_bar
+
+_BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, OSError)
+
+
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoint.pt, config.json, metrics.jsonl).", file_okay=False)],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (configs/*.toml).", exists=True, dir_okay=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="ImageFolder face directory (default: embedded synthetic set).", exists=True, file_okay=False)] = None,
+    structure: Annotated[Optional[str], typer.Option(help="MaskNet structure: A, B, C, D, tiny.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="hypernet | static | ensemble | mcdropout.")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="classifier | feature.")] = None,
+    embedder: Annotated[Optional[Path], typer.Option(help="ONNX face embedder (feature objective).", exists=True, dir_okay=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.", exists=True, dir_okay=False)] = None,
+) -> None:
+    """Train a HyperNet (or a baseline) and write a checkpoint with spec + config + state."""
+    from ..train.config import TrainConfig
+    from ..train.loop import train as run_train
+
+    overrides = dict(data=str(data) if data else None, structure=structure, method=method, objective=objective,
+                     embedder=str(embedder) if embedder else None, epochs=epochs, device=device, seed=seed)
+    with errors_as_one_line(*_BAD_INPUT):
+        cfg = TrainConfig.from_toml(config, **overrides) if config else TrainConfig.from_dict(
+            {k: v for k, v in overrides.items() if v is not None})
+        with progress_bar() as bar:
+            task = bar.add_task(f"training {cfg.method} {cfg.structure}", total=cfg.epochs)
+            result = run_train(cfg, out, resume=resume, progress=lambda e, n: bar.update(task, completed=e))
+    last = result.metrics[-1]
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"epoch {last['epoch']}: J1 {last['J1']:.4f}  J2 {last['J2']:.4f}  param_var {last['param_var']:.4g}  "
+          f"held-out DSSIM mean {last['holdout']['dssim_mean']:.4f} max {last['holdout']['dssim_max']:.4f}  "
+          f"PSNR {last['holdout']['psnr_mean']:.2f} dB  ({result.seconds:.1f} s)")
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained checkpoint.pt.", exists=True, dir_okay=False)],
+    users: Annotated[int, typer.Option("--users", "-n", help="Number of users to issue MaskNets for.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)],
+    shape: Annotated[str, typer.Option(help="fixed (1x3x112x112, mobile) | dynamic (N x 3 x H x W).")] = "fixed",
+    verify: Annotated[str, typer.Option(help="sample | all | none.")] = "sample",
+    seeds_file: Annotated[Optional[Path], typer.Option(help="Keep users' secret z here (mode 0600) for re-issue.", dir_okay=False)] = None,
+) -> None:
+    """Issue per-user MaskNets from a checkpoint: one model file per user plus manifest.jsonl."""
+    if users < 1:
+        fail("--users must be >= 1")
+    if shape not in ("fixed", "dynamic"):
+        fail("--shape must be 'fixed' or 'dynamic'")
+    if verify not in ("sample", "all", "none"):
+        fail("--verify must be sample, all or none")
+    from ..export.issue import issue_users
+    from ..train.checkpoint import load_checkpoint
+
+    with errors_as_one_line(*_BAD_INPUT, AssertionError):
+        loaded = load_checkpoint(checkpoint)
+        report = issue_users(loaded, users, out, shape=shape, verify=verify, seeds_file=seeds_file)
+    s = report.seconds
+    print(f"wrote {report.files} files + {report.manifest} in {s['total']:.2f} s "
+          f"({report.files / max(s['total'], 1e-9):.0f} files/s; generate {s['generate']:.3f} s, write {s['write']:.3f} s, "
+          f"verify {s['verify']:.3f} s)")
+    for fmt, v in report.verified.items():
+        print(f"verified {fmt}: {v}")
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the demo's files.", file_okay=False)] = Path("hyperobf-demo"),
+    data: Annotated[Optional[Path], typer.Option(help="Real faces (ImageFolder); default: embedded sample images.", exists=True, file_okay=False)] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+) -> None:
+    """Train a tiny HyperNet, export 3 users' MaskNets, protect a sample photo; print what it wrote."""
+    import numpy as np
+    from PIL import Image
+
+    from ..device_runtime import load_model, protect_image
+    from ..export.issue import issue_users
+    from ..train.checkpoint import load_checkpoint
+    from ..train.config import TrainConfig
+    from ..train.loop import train as run_train
+    from .quality import image_quality
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cfg = TrainConfig(structure="A", epochs=epochs, batch_images=8, nets_per_step=4,
+                      data=str(data) if data else "", max_per_identity=40 if data else 0, max_identities=8 if data else 0)
+    with errors_as_one_line(*_BAD_INPUT):
+        with progress_bar() as bar:
+            task = bar.add_task("training tiny HyperNet (structure A)", total=cfg.epochs)
+            result = run_train(cfg, out / "run", progress=lambda e, n: bar.update(task, completed=e))
+        t_train = time.perf_counter()
+        report = issue_users(load_checkpoint(result.checkpoint), 3, out / "models")
+        t_export = time.perf_counter()
+        if data:
+            photo_path = sorted(p for p in sorted(data.iterdir())[0].iterdir() if p.is_file())[0]
+            photo = Image.open(photo_path).convert("RGB")
+        else:
+            from skimage import data as skdata
+
+            photo = Image.fromarray(skdata.astronaut())
+            photo_path = out / "astronaut.png"
+            photo.save(photo_path)
+        model = load_model(out / "models" / "user0001.onnx")
+        t1 = time.perf_counter()
+        protected = protect_image(photo, model)
+        t_protect = time.perf_counter() - t1
+        dst = out / f"{Path(photo_path).stem}_protected.png"
+        protected.save(dst)
+    q = image_quality(np.asarray(photo), np.asarray(protected))
+    last = result.metrics[-1]
+    print(f"trained   {result.checkpoint}  ({t_train - t0:.1f} s, {cfg.epochs} epochs; "
+          f"held-out DSSIM {last['holdout']['dssim_mean']:.4f}, J1 {last['J1']:.3f}, J2 {last['J2']:.3f})")
+    print(f"exported  3 MaskNets -> {out / 'models'}  ({t_export - t_train:.2f} s, verified max |onnx - torch| "
+          f"{report.verified['onnx']['max_abs_diff']:.2e})")
+    print(f"protected {photo_path} -> {dst}  ({protected.size[0]}x{protected.size[1]}, {t_protect * 1000:.1f} ms)")
+    print(f"quality   DSSIM {q['dssim']:.4f}  SSIM {q['ssim']:.4f}  PSNR {q['psnr']:.2f} dB  max|δ| {q['max_abs_delta']:.4f}")
+    print(f"total     {time.perf_counter() - t0:.1f} s")

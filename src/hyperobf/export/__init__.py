@@ -1,0 +1,1 @@
+"""PSP-side export: per-user MaskNets to ONNX (and, via the format table, other formats)."""

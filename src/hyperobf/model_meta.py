@@ -1,0 +1,70 @@
+"""The metadata dict written into every exported model (ONNX metadata_props, CoreML
+user_defined_metadata) and read back by the device runtime. Pure Python: no torch.
+
+Every value is a JSON document (read back with json.loads, never eval).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from . import __version__
+from .spec import MaskNetSpec
+
+METADATA_FORMAT = 1
+PREFIX = "hyperobf."
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("protected", "delta")
+
+
+def build_metadata(
+    spec: MaskNetSpec, model_id: str, checkpoint_sha256: str, *, method: str = "hypernet",
+    shape: str = "fixed", precision: str = "fp32", created: float | None = None,
+) -> dict[str, str]:
+    """The one metadata dict (str -> JSON str) for a user's model file."""
+    size = spec.input_size
+    in_shape = [1, 3, size, size] if shape == "fixed" else ["N", 3, "H", "W"]
+    fields = {
+        "format_version": METADATA_FORMAT,
+        "spec": spec.to_dict(),
+        "spec_digest": spec.digest(),
+        "rho_pixel": spec.rho_pixel,
+        "input": {"name": INPUT_NAME, "shape": in_shape, "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0]},
+        "outputs": list(OUTPUT_NAMES),
+        "shape": shape,
+        "precision": precision,
+        "method": method,
+        "model_id": model_id,
+        "checkpoint_sha256": checkpoint_sha256,
+        "package_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or time.time())),
+    }
+    return {PREFIX + k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in fields.items()}
+
+
+class MetadataError(ValueError):
+    pass
+
+
+def parse_metadata(props: dict[str, str]) -> dict:
+    """Inverse of :func:`build_metadata`; MetadataError if not a HyperObf model we can run."""
+    if PREFIX + "format_version" not in props:
+        raise MetadataError("not a HyperObf model (no hyperobf metadata)")
+    out = {}
+    for key, raw in props.items():
+        if key.startswith(PREFIX):
+            try:
+                out[key[len(PREFIX):]] = json.loads(raw)
+            except json.JSONDecodeError:
+                raise MetadataError(f"model metadata {key!r} is not valid JSON") from None
+    if out["format_version"] != METADATA_FORMAT:
+        raise MetadataError(f"unknown model format version {out['format_version']!r} (this runtime reads {METADATA_FORMAT})")
+    try:
+        spec = MaskNetSpec.from_dict(out["spec"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise MetadataError(f"model metadata holds an invalid MaskNet spec: {e}") from None
+    if spec.digest() != out.get("spec_digest"):
+        raise MetadataError("model metadata spec digest does not match its spec")
+    out["spec"] = spec
+    return out

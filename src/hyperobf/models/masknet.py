@@ -1,0 +1,83 @@
+"""MaskNet: the per-user perturbation network, built from a :class:`MaskNetSpec`.
+
+Two ways to run it:
+* :class:`MaskNet` — an ordinary ``nn.Module`` (export, baselines, reference);
+* :func:`apply_batched` — n nets with generated weights at once, each on its own images,
+  via grouped convolution (no Python loop over nets).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..spec import LayerSpec, MaskNetSpec
+
+
+def _act(h: torch.Tensor, layer: LayerSpec) -> torch.Tensor:
+    return F.relu(h) if layer.act == "relu" else h
+
+
+def _pre(h: torch.Tensor, layer: LayerSpec) -> torch.Tensor:
+    return F.interpolate(h, scale_factor=layer.upsample, mode="nearest") if layer.upsample > 1 else h
+
+
+class MaskNet(nn.Module):
+    """Reference MaskNet. forward(x: (B,3,H,W) in [0,1]) -> protected image, same shape."""
+
+    def __init__(self, spec: MaskNetSpec, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.spec = spec
+        self.dropout = dropout  # MC-dropout baseline: channel dropout after hidden layers
+        for layer in spec.layers:
+            conv = nn.Conv2d(layer.in_ch, layer.out_ch, layer.kernel, layer.stride, layer.padding)
+            self.add_module(layer.name, conv)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer in self.spec.layers:
+            h = _act(getattr(self, layer.name)(_pre(h, layer)), layer)
+            if self.dropout > 0 and layer.act == "relu":
+                h = F.dropout(h, self.dropout, self.training)
+        return self.spec.rho_pixel * torch.tanh(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.delta(x)).clamp(0.0, 1.0)
+
+
+def delta_batched(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Perturbation of n nets, each on its own images, in one grouped-conv pass.
+
+    params[name]: (n, *spec shape); x: (n, b, 3, H, W) -> delta (n, b, 3, H, W).
+    The n nets become n conv groups: images are laid out as (b, n*C, H, W).
+    """
+    n, b, c, hgt, wid = x.shape
+    h = x.permute(1, 0, 2, 3, 4).reshape(b, n * c, hgt, wid)
+    for layer in spec.layers:
+        w = params[f"{layer.name}.weight"].reshape(n * layer.out_ch, layer.in_ch, layer.kernel, layer.kernel)
+        bias = params[f"{layer.name}.bias"].reshape(n * layer.out_ch)
+        h = _act(F.conv2d(_pre(h, layer), w, bias, layer.stride, layer.padding, groups=n), layer)
+    h = h.reshape(b, n, c, hgt, wid).permute(1, 0, 2, 3, 4)
+    return spec.rho_pixel * torch.tanh(h)
+
+
+def apply_batched(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Protected images of n nets: x (n, b, 3, H, W) -> (n, b, 3, H, W), clamped to [0, 1]."""
+    return (x + delta_batched(spec, params, x)).clamp(0.0, 1.0)
+
+
+def apply_shared_input(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Every one of the n nets on the same images: x (b, 3, H, W) -> (n, b, 3, H, W)."""
+    n = next(iter(params.values())).shape[0]
+    return apply_batched(spec, params, x.unsqueeze(0).expand(n, *x.shape))
+
+
+def unbatch(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """The i-th net's weights as an ordinary state_dict."""
+    return {k: v[i] for k, v in params.items()}
+
+
+def stack(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`unbatch` over many nets: list of state_dicts -> batched params."""
+    return {k: torch.stack([sd[k] for sd in state_dicts]) for k in state_dicts[0]}

@@ -1,0 +1,1 @@
+"""PSP-side training: configs, data, losses, objectives, the training loop and checkpoints."""

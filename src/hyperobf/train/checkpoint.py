@@ -1,0 +1,80 @@
+"""Checkpoints carry spec + config + state, so a source rebuilds from the file alone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..spec import MaskNetSpec
+from .config import TrainConfig
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Loaded:
+    spec: MaskNetSpec
+    config: TrainConfig
+    source: nn.Module
+    payload: dict
+    sha256: str
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """Write to a temp file in the target folder, then rename: never a partial checkpoint."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, spec: MaskNetSpec, cfg: TrainConfig, source: nn.Module, **state) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": spec.to_json(),
+        "config": cfg.to_dict(),
+        "method": cfg.method,
+        "source": source.state_dict(),
+        **state,
+    }
+    atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Loaded:
+    """Rebuild the source from a checkpoint; ValueError with a one-line reason if it is not one."""
+    from .sources import build_source
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt / not a torch file
+        raise ValueError(f"not a HyperObf checkpoint ({path.name}): {type(e).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "spec" not in payload:
+        raise ValueError(f"not a HyperObf checkpoint (format {CHECKPOINT_FORMAT}): {path}")
+    spec = MaskNetSpec.from_json(payload["spec"])
+    cfg = TrainConfig.from_dict(payload["config"])
+    source = build_source(spec, cfg)
+    source.load_state_dict(payload["source"])
+    source.eval()
+    return Loaded(spec, cfg, source, payload, file_sha256(path))

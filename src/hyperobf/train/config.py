@@ -1,0 +1,91 @@
+"""Training configuration: a dataclass loaded from TOML, saved resolved beside outputs."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    # what is trained
+    method: str = "hypernet"  # hypernet | static | ensemble | mcdropout
+    structure: str = "A"  # MaskNet structure (spec.BUILTIN)
+    rho_pixel: float = 0.03  # per-pixel clip (Eq. 2.4)
+    # objective
+    objective: str = "classifier"  # classifier | feature
+    feature_mode: str = "targeted"  # targeted | untargeted (feature objective only)
+    embedder: str = ""  # ONNX face embedder for the feature objective
+    # loss weights (Eq. 4.4 and Eq. 2.5)
+    lambda_div: float = 1.0
+    alpha: float = 0.0
+    dssim_budget: float = 0.01  # rho
+    lambda_dssim: float = 100.0
+    # HyperNet sizes
+    z_dim: int = 64
+    code_dim: int = 64
+    mixer_hidden: int = 256
+    gen_hidden: int = 128
+    # optimisation
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0: one pass over the training faces
+    batch_images: int = 16  # images per net per step
+    nets_per_step: int = 8  # generated MaskNets per step (diversity batch)
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = False
+    compile: bool = False
+    # data
+    data: str = ""  # ImageFolder root; "" = the embedded synthetic set
+    holdout_fraction: float = 0.1
+    max_identities: int = 0
+    max_per_identity: int = 0
+    # baselines
+    ensemble_size: int = 10
+    dropout: float = 0.3
+    # upload robustness
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (60, 95)
+    resize_prob: float = 0.0
+    resize_range: tuple[float, float] = (0.5, 1.0)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        data = data.get("train", data)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        cfg = cls(**data)
+        for name in ("jpeg_quality", "resize_range"):
+            setattr(cfg, name, tuple(getattr(cfg, name)))
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.method not in ("hypernet", "static", "ensemble", "mcdropout"):
+            raise ValueError(f"unknown method {self.method!r}")
+        if self.objective not in ("classifier", "feature"):
+            raise ValueError(f"unknown objective {self.objective!r}")
+        if self.objective == "feature" and not self.embedder:
+            raise ValueError("objective 'feature' needs an ONNX face embedder (embedder = PATH)")
+        if self.epochs < 1 or self.batch_images < 1 or self.nets_per_step < 1:
+            raise ValueError("epochs, batch_images and nets_per_step must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config (JSON: every field, defaults included)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))

@@ -1,0 +1,74 @@
+"""Effectiveness objectives J1 (lower = better protection).
+
+* ``classifier`` (thesis Eq. 4.1): a surrogate face classifier, shared across the batch and
+  trained jointly on clean and perturbed faces; the MaskNets are scored by
+  J1 = −log(1 − p(true identity | x ⊕ δ)), i.e. they are pushed to make faces unrecognised.
+* ``feature`` (Fawkes-style, Eq. 2.2): a frozen pretrained embedder Φ; see :mod:`.feature`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+
+
+class SurrogateClassifier(nn.Module):
+    """Small CNN + classification layer: (B, 3, H, W) in [0, 1] -> (B, n_classes) logits."""
+
+    def __init__(self, n_classes: int, width: int = 32) -> None:
+        super().__init__()
+        c = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c, 3, 2, 1), nn.BatchNorm2d(c), nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, 2, 1), nn.BatchNorm2d(2 * c), nn.ReLU(),
+            nn.Conv2d(2 * c, 4 * c, 3, 2, 1), nn.BatchNorm2d(4 * c), nn.ReLU(),
+            nn.Conv2d(4 * c, 4 * c, 3, 2, 1), nn.BatchNorm2d(4 * c), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.fc = nn.Linear(4 * c, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x - 0.5))
+
+
+class ClassifierObjective(nn.Module):
+    """Thesis J1 with a jointly trained classifier (its own optimiser, its own loss)."""
+
+    name = "classifier"
+
+    def __init__(self, n_classes: int, lr: float) -> None:
+        super().__init__()
+        self.clf = SurrogateClassifier(n_classes)
+        self.opt = torch.optim.Adam(self.clf.parameters(), lr=lr)
+
+    def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p_true = F.softmax(self.clf(x_prot), dim=1).gather(1, y[:, None]).squeeze(1)
+        return -torch.log1p(-p_true.clamp(max=1 - 1e-6)).mean()
+
+    def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> float:
+        """One step of the classifier itself on clean and (detached) perturbed faces."""
+        x = torch.cat([x_clean, x_prot.detach()])
+        loss = F.cross_entropy(self.clf(x), torch.cat([y, y]))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def extra_state(self) -> dict:
+        return {"opt": self.opt.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.opt.load_state_dict(state["opt"])
+
+
+def build_objective(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None = None) -> nn.Module:
+    if cfg.objective == "classifier":
+        return ClassifierObjective(n_classes, cfg.lr)
+    if cfg.objective == "feature":
+        from .feature import FeatureObjective  # needs an ONNX embedder
+
+        return FeatureObjective(cfg, anchors)
+    raise ValueError(f"unknown objective {cfg.objective!r}")
