@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0 numpy
-python -m pip install -q -c scripts/constraints.txt -e ".[device,psp,serve,dev]"
+python -m pip install -q -c scripts/constraints.txt -e ".[device,psp,serve,dev,heif]"
 python -m pip check
