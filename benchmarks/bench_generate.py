@@ -1,0 +1,366 @@
+"""Generation latency: N per-user MaskNets from one HyperNet call, side by side with
+(a) one net per call in a Python loop, (b) training one ensemble member, and (c) a minimal
+batched reference HyperNet with the same matmul sizes (thesis §5.2.6, Fig 5.4/5.5).
+
+    python benchmarks/bench_generate.py                      # CPU, fp32 + bf16 (if native)
+    python benchmarks/bench_generate.py --device cuda        # fp32 / tf32 / bf16, +- copy to host
+    python benchmarks/bench_generate.py --checkpoint run/checkpoint.pt
+
+Writes <out>/generation.json (and generation.png unless --no-plot) and prints a table.
+Generation cost depends only on the HyperNet's shapes, not on its weights: without --checkpoint a
+randomly initialised HyperNet of the default size is timed, which costs the same as a trained one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import math
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable from a checkout
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchmarks._common import (RESULTS, loadavg, peak_rss_mb, pin_threads, print_table, reset_peak_rss,  # noqa: E402
+                                rss_mb, timing_stats, torch_info, write_json)
+from hyperobf.models.hypernet import HyperNet, HyperNetConfig  # noqa: E402
+from hyperobf.spec import MaskNetSpec, builtin_spec  # noqa: E402
+
+# The thesis's own measurements (NVIDIA A10, §5.2.6): shown beside ours in the table and plot.
+THESIS = {
+    "source": "thesis §5.2.6 / Fig 5.4 and 5.5",
+    "device": "NVIDIA A10 (SURF HPC Cloud), Xeon Gold 6342, PyTorch 2.2.2",
+    "points": [{"n": 10, "seconds": 0.08}, {"n": 100, "seconds": 0.19}, {"n": 10000, "seconds": 12.0}],
+}
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+
+
+class ReferenceHyperNet(nn.Module):
+    """Minimal batched HyperNet: z -> Linear -> act -> Linear (codes) -> per layer Linear -> act -> Linear.
+
+    The same matmuls as models.hypernet.HyperNet (weights are copied from it and the outputs checked
+    equal), with none of its bookkeeping: z drawn on the device, flat (n, numel) outputs, no dict.
+    """
+
+    def __init__(self, hyper: HyperNet) -> None:
+        super().__init__()
+        self.z_dim, self.code_dim, self.n_layers = hyper.cfg.z_dim, hyper.cfg.code_dim, len(hyper.spec.layers)
+        self.mixer = copy.deepcopy(hyper.mixer)
+        self.heads = nn.ModuleList(copy.deepcopy(hyper.generators[layer.name]) for layer in hyper.spec.layers)
+
+    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
+        codes = self.mixer(z).view(z.shape[0], self.n_layers, self.code_dim)  # (n, L, code)
+        return [head(codes[:, i]) for i, head in enumerate(self.heads)]  # L x (n, numel(w) + out_ch)
+
+    def generate(self, n: int, dtype: torch.dtype) -> list[torch.Tensor]:
+        dev = self.mixer[0].weight.device
+        return self(torch.randn(n, self.z_dim, device=dev, dtype=dtype))
+
+
+def cpu_bf16_native() -> bool:
+    """bf16 matmuls run natively (AVX512-BF16 / AMX) rather than emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return torch.backends.mkldnn.is_available() and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+@contextmanager
+def precision(name: str, device: str) -> Iterator[None]:
+    """tf32 = fp32 tensors with TF32 tensor-core matmuls (CUDA only); restored afterwards."""
+    if name != "tf32" or device != "cuda":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def load_hypernet(args: argparse.Namespace) -> tuple[HyperNet, str]:
+    if not args.checkpoint:
+        spec = builtin_spec(args.structure)
+        hyper = HyperNet(spec, HyperNetConfig())
+        return hyper, ("random init (no --checkpoint): generation cost depends only on the HyperNet's shapes, "
+                       "so an untrained HyperNet costs the same as a trained one")
+    from hyperobf.train.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint)
+    hyper = getattr(loaded.source, "hyper", None)
+    if not isinstance(hyper, HyperNet):
+        raise SystemExit(f"error: {args.checkpoint} holds a '{loaded.config.method}' source, not a HyperNet")
+    return hyper, f"trained checkpoint {Path(args.checkpoint).name} (sha256 {loaded.sha256[:12]})"
+
+
+def outputs_per_net(spec: MaskNetSpec) -> int:
+    return sum(math.prod(layer.weight_shape) + layer.out_ch for layer in spec.layers)
+
+
+def _to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.to("cpu") for t in tensors]  # pageable host memory, what a plain .cpu() gives
+
+
+def make_call(gen_once: Callable[[int], list[torch.Tensor]], n: int, chunk: int | None, host: bool) -> Callable[[], None]:
+    """A callable generating n nets (in chunks of ``chunk`` when set), optionally copying them to host.
+
+    Chunked runs hand each chunk to the consumer and drop it (what a streaming exporter does); host copies
+    are all kept until the call ends, so host memory really holds all n nets.
+    """
+    def call() -> None:
+        kept = []
+        step = chunk or n
+        for start in range(0, n, step):
+            out = gen_once(min(step, n - start))
+            if host:
+                kept.append(_to_host(out))
+            del out
+
+    return call
+
+
+def ours_once(hyper: HyperNet, dtype: torch.dtype) -> Callable[[int], list[torch.Tensor]]:
+    if dtype == torch.float32:
+        return lambda n: list(hyper.generate(n).values())  # the public API, as the exporter calls it
+    return lambda n: list(hyper(hyper.sample_z(n).to(dtype)).values())
+
+
+def measure(kind: str, fn_factory: Callable[[int], Callable[[], None]], n: int, *, dtype_name: str, host: bool,
+            device: str, repeats: int, chunk: int | None, bytes_per_net: int) -> dict:
+    """Time fn_factory(n)() (median over repeats after warm-up) and record its peak memory."""
+    cuda = device == "cuda"
+    gc.collect()
+    # warm-up at chunk size: allocator, kernels and thread pools are hot, without a second full 10^5 run
+    warm = fn_factory(min(n, chunk) if chunk else n)
+    warm()
+    rss0 = rss_mb()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        reset_peak_rss()
+    load_before = loadavg()
+    stats = timing_stats(fn_factory(n), repeats=repeats, warmup=0, cuda=cuda)
+    row = {"impl": kind, "n": n, "dtype": dtype_name, "host_copy": host, "device": device, **stats,
+           "chunk": chunk if chunk and chunk < n else None,
+           "per_net_us": stats["seconds"] / n * 1e6, "nets_per_s": n / stats["seconds"],
+           "out_mb": round(bytes_per_net * (min(n, chunk) if chunk else n) / 2**20, 1), "load_1m": (load_before or [None])[0]}
+    if cuda:
+        row["peak_mem_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+        row["mem_kind"] = "cuda max_memory_allocated above baseline"
+    else:
+        row["peak_mem_mb"] = peak_rss_mb()
+        row["rss_before_mb"] = rss0
+        row["mem_kind"] = "process peak RSS (VmHWM)"
+    return row
+
+
+def measure_member(spec: MaskNetSpec, device: str, steps: int, batch: int, n_classes: int = 20) -> dict:
+    """(b) Train one ensemble member (one MaskNet + the jointly trained surrogate classifier, as in
+    train/loop.py with nets_per_step=1) for ``steps`` steps of ``batch`` faces at the spec's size."""
+    from hyperobf.models.masknet import MaskNet
+    from hyperobf.train.losses import budget_penalty, dssim
+    from hyperobf.train.objectives import ClassifierObjective
+
+    g = torch.Generator().manual_seed(0)
+    size = spec.input_size
+    pool = torch.rand(4 * batch, 3, size, size, generator=g).to(device)  # content does not change the cost
+    labels = torch.randint(0, n_classes, (4 * batch,), generator=g).to(device)
+    net = MaskNet(spec).to(device)
+    objective = ClassifierObjective(n_classes, lr=1e-3).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step() -> None:
+        idx = torch.randint(0, len(pool), (batch,), generator=g).to(device)
+        x, y = pool[idx], labels[idx]
+        x_prot = net(x)
+        loss = objective.j1(x, x_prot, y) + 100.0 * budget_penalty(dssim(x_prot, x), 0.01)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        objective.update(x, x_prot, y)
+
+    for _ in range(2):  # warm-up steps (allocator, cuDNN algorithm choice)
+        step()
+    sync()
+    per_step = []
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        sync()
+        per_step.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    per_step.sort()
+    return {"impl": "ensemble_member", "n": 1, "dtype": "fp32", "host_copy": False, "device": device,
+            "seconds": total, "steps": steps, "batch_images": batch, "image_size": size,
+            "per_step_s": per_step[len(per_step) // 2], "timer": "perf_counter", "load_1m": (loadavg() or [None])[0],
+            "note": f"time to train ONE MaskNet for {steps} steps of {batch} images at {size}^2 (classifier objective "
+                    f"+ DSSIM budget, Adam); a real member trains far longer (the thesis trains for hundreds of "
+                    f"epochs), so N x this is a lower bound on an N-member ensemble"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--structure", default="A", help="MaskNet structure when no checkpoint is given (default A)")
+    p.add_argument("--checkpoint", default="", help="time a trained HyperNet checkpoint instead of a fresh one")
+    p.add_argument("--ns", default="10,100,1000,10000,100000", help="comma-separated N (nets per call)")
+    p.add_argument("--dtypes", default="", help="default: cpu fp32,bf16 (bf16 if native); cuda fp32,tf32,bf16")
+    p.add_argument("--no-host-copy", action="store_true", help="cuda: skip the variants that copy nets to host")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats for N < 10^4")
+    p.add_argument("--repeats-large", type=int, default=3, help="timed repeats for N >= 10^4")
+    p.add_argument("--loop-cap", type=int, default=1000, help="largest N for the one-net-per-call loop (not extrapolated)")
+    p.add_argument("--member-steps", type=int, default=20, help="training steps of the one ensemble member (0: skip)")
+    p.add_argument("--member-batch", type=int, default=16)
+    p.add_argument("--chunk", type=int, default=-1,
+                   help="generate N in chunks of this many nets (-1: auto = 10^4 on cpu, on cuda only if N won't fit; 0: never)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 2 on cpu, all cores on cuda)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="output folder (default benchmarks/results)")
+    p.add_argument("--name", default="generation", help="JSON/PNG base name")
+    p.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def pick_chunk(arg: int, device: str, n: int, bytes_per_net: int) -> int | None:
+    if arg == 0:
+        return None
+    if arg > 0:
+        return arg if arg < n else None
+    if device == "cpu":
+        return 10_000 if n > 10_000 else None  # keeps 10^5 nets (5.7 GB fp32) out of a shared 2-core box's RAM
+    free, _ = torch.cuda.mem_get_info()
+    fit = int(0.4 * free / bytes_per_net)  # outputs + the largest generator's (n, 8448) intermediate
+    return fit if fit < n else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device cuda but this torch ({torch.__version__}) sees no CUDA device")
+    threads = pin_threads(args.threads or (2 if device == "cpu" else os.cpu_count() or 1))
+    ns = sorted({int(float(x)) for x in args.ns.split(",") if x.strip()})
+    if device == "cpu":
+        dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if cpu_bf16_native() else ["fp32"])
+        dtypes = [d for d in dtypes if d != "tf32"]  # TF32 is a CUDA tensor-core mode
+    else:
+        dtypes = args.dtypes.split(",") if args.dtypes else ["fp32", "tf32", "bf16"]
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown or not ns or min(ns) < 1:
+        raise SystemExit(f"error: bad --dtypes {unknown} or --ns {args.ns!r}")
+    hosts = [False] if device == "cpu" or args.no_host_copy else [False, True]
+    load_start = loadavg()
+
+    hyper, weights_note = load_hypernet(args)
+    hyper = hyper.to(device).eval()
+    spec = hyper.spec
+    ref = ReferenceHyperNet(hyper).to(device).eval()
+    per_net = outputs_per_net(spec)
+    with torch.inference_mode():  # the reference really computes what ours computes
+        z = hyper.sample_z(4)
+        ours_out, ref_out = hyper(z), ref(z)
+        flat = torch.cat([torch.cat([ours_out[f"{l.name}.weight"].flatten(1), ours_out[f"{l.name}.bias"]], 1)
+                          for l in spec.layers], 1)
+        diff = (flat - torch.cat(ref_out, 1)).abs().max().item()
+    if diff > 1e-4:
+        raise SystemExit(f"error: reference HyperNet disagrees with HyperNet (max diff {diff:.3g})")
+
+    rows: list[dict] = []
+    print(f"generation benchmark: structure {spec.name}, {per_net} outputs/net, {sum(p.numel() for p in hyper.parameters())} "
+          f"HyperNet params, device {device}, threads {threads}, load {load_start}", flush=True)
+    with torch.inference_mode():
+        for dname in dtypes:
+            dt = DTYPES[dname]
+            h = hyper if dt == torch.float32 else copy.deepcopy(hyper).to(dt)
+            r = ref if dt == torch.float32 else copy.deepcopy(ref).to(dt)
+            bpn = per_net * torch.empty((), dtype=dt).element_size()
+            with precision(dname, device):
+                for host in hosts:
+                    for n in ns:
+                        reps = args.repeats if n < 10_000 else args.repeats_large
+                        chunk = pick_chunk(args.chunk, device, n, bpn)
+                        common = dict(dtype_name=dname, host=host, device=device, repeats=reps, chunk=chunk, bytes_per_net=bpn)
+                        # ours and the reference back to back, so both see the same machine load
+                        ours = ours_once(h, dt)
+                        rows.append(measure("hypernet", lambda m: make_call(ours, m, chunk, host), n, **common))
+                        ref_gen = lambda m, r=r, dt=dt: r.generate(m, dt)  # noqa: E731
+                        rows.append(measure("reference", lambda m: make_call(ref_gen, m, chunk, host), n, **common))
+                        a, b = rows[-2], rows[-1]
+                        print(f"  {dname:4} host={int(host)} N={n:>6}: hypernet {a['seconds']:.4g} s  reference "
+                              f"{b['seconds']:.4g} s  ratio {a['seconds'] / b['seconds']:.2f}  load {a['load_1m']}", flush=True)
+                        if dname == "fp32" and n <= args.loop_cap:
+                            # one generate(1) call per net; each net's tensors copied to host right after its call
+                            def loop_factory(m: int, host: bool = host) -> Callable[[], None]:
+                                def call() -> None:
+                                    for _ in range(m):
+                                        out = list(hyper.generate(1).values())
+                                        if host:
+                                            _to_host(out)
+                                return call
+                            rows.append(measure("loop", loop_factory, n, **{**common, "repeats": min(reps, 3), "chunk": None}))
+                            print(f"  {dname:4} host={int(host)} N={n:>6}: loop     {rows[-1]['seconds']:.4g} s", flush=True)
+    if args.member_steps > 0:
+        rows.append(measure_member(spec, device, args.member_steps, args.member_batch))
+        print(f"  ensemble member: {rows[-1]['seconds']:.3g} s for {args.member_steps} steps", flush=True)
+
+    ratios = [{"n": a["n"], "dtype": a["dtype"], "host_copy": a["host_copy"], "hypernet_s": a["seconds"],
+               "reference_s": b["seconds"], "ratio": a["seconds"] / b["seconds"]}
+              for a in rows if a["impl"] == "hypernet"
+              for b in rows if b["impl"] == "reference" and (b["n"], b["dtype"], b["host_copy"]) == (a["n"], a["dtype"], a["host_copy"])]
+    payload = {
+        "benchmark": "generation",
+        "device": device,
+        "torch": torch_info(device),
+        "structure": spec.name,
+        "spec_digest": spec.digest(),
+        "hypernet_config": hyper.config_dict(),
+        "hypernet_params": sum(p.numel() for p in hyper.parameters()),
+        "outputs_per_net": per_net,
+        "weights": weights_note,
+        "load_start": load_start,
+        "load_end": loadavg(),
+        "cpu_bf16_native": cpu_bf16_native() if device == "cpu" else None,
+        "notes": [
+            "seconds = median over repeats after a warm-up call; cuda times are CUDA events (wall_s: host clock + sync)",
+            "hypernet = HyperNet.generate(n) (fp32) or HyperNet(sample_z(n)) on a bf16 copy; z is drawn on the host",
+            "reference = minimal batched HyperNet, same matmuls (weights copied, outputs checked equal), z drawn on device",
+            f"loop = one HyperNet.generate(1) call per net, measured up to N={args.loop_cap} only (nothing extrapolated)",
+            "host_copy = every generated tensor copied to pageable host memory inside the timed call (cuda only; "
+            "on cpu the nets are already in host memory)",
+            "chunk = N generated in chunks, each chunk dropped after use (streaming consumer); peak memory per row",
+            "ensemble_member = training ONE MaskNet for a stated number of steps (see its note)",
+        ],
+        "thesis": THESIS,
+        "rows": rows,
+        "ratios": ratios,
+    }
+    path = write_json(args.name, payload, args.out)
+    cols = ["impl", "dtype", "host_copy", "n", "seconds", "per_net_us", "nets_per_s", "chunk", "peak_mem_mb", "load_1m"]
+    print_table(rows, cols, title=f"\ngeneration ({device}, structure {spec.name}, {threads} threads)")
+    print_table(ratios, ["dtype", "host_copy", "n", "hypernet_s", "reference_s", "ratio"], title="\nhypernet / reference")
+    print_table(THESIS["points"], ["n", "seconds"], title=f"\nthesis ({THESIS['device']})")
+    print(f"\nwrote {path}")
+    if not args.no_plot:
+        from benchmarks.plots import plot_generation
+
+        print(f"wrote {plot_generation(payload, Path(args.out) / (args.name + '.png'))}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""PNG plots of benchmark JSON (matplotlib, Agg backend): one figure per results file.
+
+    python benchmarks/plots.py [DIR]        # every known *.json in DIR (default benchmarks/results)
+
+generation.json -> generation.png: left panel in the shape of the thesis's Fig 5.4 (10..100 nets, HyperNet vs
+one-net loop vs ensemble), right panel Fig 5.5 (10..10^5 nets, log-log); the thesis's A10 numbers are drawn beside
+ours. export.json, apply.json and batched_apply.json get simple bar/line plots when present; a file whose layout
+is not recognised is reported and skipped, never guessed at.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks._common import RESULTS, read_json  # noqa: E402
+
+
+def _stamp(payload: dict) -> str:
+    m = payload.get("machine", {})
+    dev = m.get("gpu") if payload.get("device") == "cuda" else f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)"
+    libs = m.get("libraries", {})
+    return (f"{dev}; torch {libs.get('torch', '?')}; load {payload.get('load_start', m.get('loadavg_1m', '?'))}; "
+            f"{m.get('time', '')}")
+
+
+def _series(rows: list[dict], impl: str, dtype: str, host: bool, nmax: float = float("inf")) -> tuple[list, list]:
+    pts = sorted((r["n"], r["seconds"]) for r in rows
+                 if r.get("impl") == impl and r.get("dtype") == dtype and bool(r.get("host_copy")) == host and r["n"] <= nmax)
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_generation(payload: dict, out: Path) -> Path:
+    rows = payload["rows"]
+    thesis = payload.get("thesis", {}).get("points", [])
+    member = next((r for r in rows if r.get("impl") == "ensemble_member"), None)
+    dtypes = sorted({r["dtype"] for r in rows if r.get("impl") == "hypernet"}, key=["fp32", "tf32", "bf16"].index)
+    hosts = sorted({bool(r.get("host_copy")) for r in rows if r.get("impl") == "hypernet"})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+
+    # left: Fig 5.4 shape, 10..100 nets
+    for ax, nmax, title in ((ax1, 100, "10-100 nets (thesis Fig 5.4 shape)"), (ax2, float("inf"), "up to 10^5 nets (Fig 5.5 shape)")):
+        for dt in dtypes:
+            for host in hosts:
+                x, y = _series(rows, "hypernet", dt, host, nmax)
+                if x and (ax is ax2 or (dt == "fp32")):
+                    ax.plot(x, y, "o-", label=f"HyperNet batched {dt}{' + copy to host' if host else ''}")
+        x, y = _series(rows, "reference", "fp32", False, nmax)
+        if x:
+            ax.plot(x, y, "k:", marker="x", label="minimal batched reference fp32")
+        x, y = _series(rows, "loop", "fp32", False, nmax)
+        if x:
+            ax.plot(x, y, "s--", color="tab:red", label="one net per call (Python loop), measured")
+        if member:
+            ns = sorted({r["n"] for r in rows if r.get("impl") == "hypernet" and r["n"] <= nmax})
+            if ns:
+                ax.plot(ns, [n * member["seconds"] for n in ns], "--", color="tab:brown",
+                        label=f"ensemble: N x one member ({member['steps']} steps, lower bound)")
+        tx = [p["n"] for p in thesis if p["n"] <= nmax]
+        if tx:
+            ax.plot(tx, [p["seconds"] for p in thesis if p["n"] <= nmax], "*", ms=14, color="tab:purple",
+                    label="thesis HyperNet (A10)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("number of MaskNets N")
+        ax.set_ylabel("seconds")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    ax2.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"MaskNet generation, structure {payload.get('structure')} on {payload.get('device')}\n{_stamp(payload)}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_batched_apply(payload: dict, out: Path) -> Path:
+    rows = [r for r in payload["rows"] if "images_per_s" in r]
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    for key in sorted({(r["impl"], r["dtype"], r.get("size")) for r in rows}):
+        pts = sorted((r["k"], r["images_per_s"]) for r in rows if (r["impl"], r["dtype"], r.get("size")) == key)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{key[0]} {key[1]} {key[2]}^2")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("K users' nets in one call")
+    ax.set_ylabel("images / s")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"applying K different MaskNets ({payload.get('device')})\n{_stamp(payload)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _generic_rows(payload: dict) -> list[dict]:
+    rows = payload.get("rows") or payload.get("results") or []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def plot_generic(payload: dict, out: Path, value_keys: tuple[str, ...], title: str) -> Path | None:
+    """Horizontal bars of the first recognised value in each row, labelled by its string/int fields."""
+    rows = _generic_rows(payload)
+    bars = []
+    for r in rows:
+        key = next((k for k in value_keys if isinstance(r.get(k), (int, float))), None)
+        if key is None:
+            continue
+        label = " ".join(f"{v}" for k, v in r.items() if isinstance(v, (str, int, bool)) and not isinstance(v, float)
+                         and k not in value_keys and len(str(v)) < 24)
+        bars.append((label[:70], float(r[key]), key))
+    if not bars:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(bars) + 1.8))
+    ax.barh(range(len(bars)), [b[1] for b in bars], color="tab:blue")
+    ax.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel(", ".join(sorted({b[2] for b in bars})))
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.set_title(f"{title}\n{_stamp(payload)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+PLOTTERS = {
+    "generation": plot_generation,
+    "batched_apply": plot_batched_apply,
+    "export": lambda p, o: plot_generic(p, o, ("files_per_s", "seconds"), "export: files/s"),
+    "apply": lambda p, o: plot_generic(p, o, ("ms", "ms_per_image", "latency_ms", "seconds"), "on-device apply latency"),
+}
+
+
+def plot_dir(folder: Path) -> list[Path]:
+    """Plot every known results file in ``folder``; prints what it skipped and why."""
+    made = []
+    for name, fn in PLOTTERS.items():
+        payload = read_json(folder / f"{name}.json")
+        if payload is None:
+            print(f"plots: {name}.json not in {folder}, skipped")
+            continue
+        try:
+            path = fn(payload, folder / f"{name}.png")
+        except (KeyError, TypeError, ValueError) as e:
+            print(f"plots: {name}.json has an unexpected layout ({type(e).__name__}: {e}), skipped")
+            continue
+        if path is None:
+            print(f"plots: nothing plottable in {name}.json, skipped")
+        else:
+            made.append(path)
+            print(f"plots: wrote {path}")
+    return made
+
+
+if __name__ == "__main__":
+    plot_dir(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)
