@@ -129,6 +129,17 @@ def make_call(gen_once: Callable[[int], list[torch.Tensor]], n: int, chunk: int 
     return call
 
 
+def loop_call(hyper: HyperNet, n: int, host: bool) -> Callable[[], None]:
+    """(a) One HyperNet.generate(1) call per net; with host copy, each net is copied right after its call."""
+    def call() -> None:
+        for _ in range(n):
+            out = list(hyper.generate(1).values())
+            if host:
+                _to_host(out)
+
+    return call
+
+
 def ours_once(hyper: HyperNet, dtype: torch.dtype) -> Callable[[int], list[torch.Tensor]]:
     if dtype == torch.float32:
         return lambda n: list(hyper.generate(n).values())  # the public API, as the exporter calls it
@@ -166,12 +177,35 @@ def measure(kind: str, fn_factory: Callable[[int], Callable[[], None]], n: int, 
     return row
 
 
+def _dssim_fallback(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image DSSIM with an 11x11 gaussian window (sigma 1.5), depthwise convs like kornia's; (B,)."""
+    import torch.nn.functional as F
+
+    c = x.shape[1]
+    g = torch.exp(-((torch.arange(11, device=x.device, dtype=x.dtype) - 5) ** 2) / (2 * 1.5 ** 2))
+    w = (g[:, None] * g[None, :] / g.sum() ** 2).expand(c, 1, 11, 11)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(t, (5, 5, 5, 5), mode="reflect"), w, groups=c)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    return (1.0 - ssim.flatten(1).mean(1)) / 2.0
+
+
 def measure_member(spec: MaskNetSpec, device: str, steps: int, batch: int, n_classes: int = 20) -> dict:
     """(b) Train one ensemble member (one MaskNet + the jointly trained surrogate classifier, as in
     train/loop.py with nets_per_step=1) for ``steps`` steps of ``batch`` faces at the spec's size."""
     from hyperobf.models.masknet import MaskNet
-    from hyperobf.train.losses import budget_penalty, dssim
     from hyperobf.train.objectives import ClassifierObjective
+
+    try:
+        from hyperobf.train.losses import dssim  # kornia's SSIM, as in training
+        dssim_impl = "kornia"
+    except ImportError:  # e.g. a GPU machine's system python without kornia: same-cost stand-in
+        dssim, dssim_impl = _dssim_fallback, "local 11x11 gaussian SSIM (kornia not installed)"
 
     g = torch.Generator().manual_seed(0)
     size = spec.input_size
@@ -186,7 +220,7 @@ def measure_member(spec: MaskNetSpec, device: str, steps: int, batch: int, n_cla
         idx = torch.randint(0, len(pool), (batch,), generator=g).to(device)
         x, y = pool[idx], labels[idx]
         x_prot = net(x)
-        loss = objective.j1(x, x_prot, y) + 100.0 * budget_penalty(dssim(x_prot, x), 0.01)
+        loss = objective.j1(x, x_prot, y) + 100.0 * torch.relu(dssim(x_prot, x) - 0.01).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -206,7 +240,7 @@ def measure_member(spec: MaskNetSpec, device: str, steps: int, batch: int, n_cla
     per_step.sort()
     return {"impl": "ensemble_member", "n": 1, "dtype": "fp32", "host_copy": False, "device": device,
             "seconds": total, "steps": steps, "batch_images": batch, "image_size": size,
-            "per_step_s": per_step[len(per_step) // 2], "timer": "perf_counter", "load_1m": (loadavg() or [None])[0],
+            "per_step_s": per_step[len(per_step) // 2], "timer": "perf_counter", "dssim": dssim_impl, "load_1m": (loadavg() or [None])[0],
             "note": f"time to train ONE MaskNet for {steps} steps of {batch} images at {size}^2 (classifier objective "
                     f"+ DSSIM budget, Adam); a real member trains far longer (the thesis trains for hundreds of "
                     f"epochs), so N x this is a lower bound on an N-member ensemble"}
@@ -230,6 +264,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 2 on cpu, all cores on cuda)")
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder (default benchmarks/results)")
     p.add_argument("--name", default="generation", help="JSON/PNG base name")
+    p.add_argument("--budget-s", type=float, default=0, help="stop starting new measurements after this many seconds "
+                   "(0: no limit); what was skipped is listed in the JSON")
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
 
@@ -246,98 +282,64 @@ def pick_chunk(arg: int, device: str, n: int, bytes_per_net: int) -> int | None:
     return fit if fit < n else None
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def check_reference(hyper: HyperNet, ref: ReferenceHyperNet) -> float:
+    """Max |difference| between the two on the same z: the reference really computes what ours computes."""
+    with torch.inference_mode():
+        z = hyper.sample_z(4)
+        ours, theirs = hyper(z), ref(z)
+        flat = torch.cat([torch.cat([ours[f"{l.name}.weight"].flatten(1), ours[f"{l.name}.bias"]], 1)
+                          for l in hyper.spec.layers], 1)
+        return (flat - torch.cat(theirs, 1)).abs().max().item()
+
+
+def resolve(args: argparse.Namespace) -> tuple[str, list[int], list[str], list[bool]]:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device cuda but this torch ({torch.__version__}) sees no CUDA device")
-    threads = pin_threads(args.threads or (2 if device == "cpu" else os.cpu_count() or 1))
-    ns = sorted({int(float(x)) for x in args.ns.split(",") if x.strip()})
+    try:
+        ns = sorted({int(float(x)) for x in args.ns.split(",") if x.strip()})
+    except ValueError:
+        raise SystemExit(f"error: --ns must be comma-separated numbers, got {args.ns!r}") from None
     if device == "cpu":
         dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if cpu_bf16_native() else ["fp32"])
         dtypes = [d for d in dtypes if d != "tf32"]  # TF32 is a CUDA tensor-core mode
     else:
         dtypes = args.dtypes.split(",") if args.dtypes else ["fp32", "tf32", "bf16"]
     unknown = [d for d in dtypes if d not in DTYPES]
-    if unknown or not ns or min(ns) < 1:
-        raise SystemExit(f"error: bad --dtypes {unknown} or --ns {args.ns!r}")
+    if unknown or not ns or ns[0] < 1 or not dtypes:
+        raise SystemExit(f"error: bad --dtypes {args.dtypes!r} or --ns {args.ns!r}")
     hosts = [False] if device == "cpu" or args.no_host_copy else [False, True]
-    load_start = loadavg()
+    return device, ns, dtypes, hosts
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device, ns, dtypes, hosts = resolve(args)
+    threads = pin_threads(args.threads or (2 if device == "cpu" else os.cpu_count() or 1))
+    t_start, load_start = time.perf_counter(), loadavg()
 
     hyper, weights_note = load_hypernet(args)
     hyper = hyper.to(device).eval()
     spec = hyper.spec
     ref = ReferenceHyperNet(hyper).to(device).eval()
     per_net = outputs_per_net(spec)
-    with torch.inference_mode():  # the reference really computes what ours computes
-        z = hyper.sample_z(4)
-        ours_out, ref_out = hyper(z), ref(z)
-        flat = torch.cat([torch.cat([ours_out[f"{l.name}.weight"].flatten(1), ours_out[f"{l.name}.bias"]], 1)
-                          for l in spec.layers], 1)
-        diff = (flat - torch.cat(ref_out, 1)).abs().max().item()
+    diff = check_reference(hyper, ref)
     if diff > 1e-4:
         raise SystemExit(f"error: reference HyperNet disagrees with HyperNet (max diff {diff:.3g})")
 
     rows: list[dict] = []
-    print(f"generation benchmark: structure {spec.name}, {per_net} outputs/net, {sum(p.numel() for p in hyper.parameters())} "
-          f"HyperNet params, device {device}, threads {threads}, load {load_start}", flush=True)
-    with torch.inference_mode():
-        for dname in dtypes:
-            dt = DTYPES[dname]
-            h = hyper if dt == torch.float32 else copy.deepcopy(hyper).to(dt)
-            r = ref if dt == torch.float32 else copy.deepcopy(ref).to(dt)
-            bpn = per_net * torch.empty((), dtype=dt).element_size()
-            with precision(dname, device):
-                for host in hosts:
-                    for n in ns:
-                        reps = args.repeats if n < 10_000 else args.repeats_large
-                        chunk = pick_chunk(args.chunk, device, n, bpn)
-                        common = dict(dtype_name=dname, host=host, device=device, repeats=reps, chunk=chunk, bytes_per_net=bpn)
-                        # ours and the reference back to back, so both see the same machine load
-                        ours = ours_once(h, dt)
-                        rows.append(measure("hypernet", lambda m: make_call(ours, m, chunk, host), n, **common))
-                        ref_gen = lambda m, r=r, dt=dt: r.generate(m, dt)  # noqa: E731
-                        rows.append(measure("reference", lambda m: make_call(ref_gen, m, chunk, host), n, **common))
-                        a, b = rows[-2], rows[-1]
-                        print(f"  {dname:4} host={int(host)} N={n:>6}: hypernet {a['seconds']:.4g} s  reference "
-                              f"{b['seconds']:.4g} s  ratio {a['seconds'] / b['seconds']:.2f}  load {a['load_1m']}", flush=True)
-                        if dname == "fp32" and n <= args.loop_cap:
-                            # one generate(1) call per net; each net's tensors copied to host right after its call
-                            def loop_factory(m: int, host: bool = host) -> Callable[[], None]:
-                                def call() -> None:
-                                    for _ in range(m):
-                                        out = list(hyper.generate(1).values())
-                                        if host:
-                                            _to_host(out)
-                                return call
-                            rows.append(measure("loop", loop_factory, n, **{**common, "repeats": min(reps, 3), "chunk": None}))
-                            print(f"  {dname:4} host={int(host)} N={n:>6}: loop     {rows[-1]['seconds']:.4g} s", flush=True)
-    if args.member_steps > 0:
-        rows.append(measure_member(spec, device, args.member_steps, args.member_batch))
-        print(f"  ensemble member: {rows[-1]['seconds']:.3g} s for {args.member_steps} steps", flush=True)
-
-    ratios = [{"n": a["n"], "dtype": a["dtype"], "host_copy": a["host_copy"], "hypernet_s": a["seconds"],
-               "reference_s": b["seconds"], "ratio": a["seconds"] / b["seconds"]}
-              for a in rows if a["impl"] == "hypernet"
-              for b in rows if b["impl"] == "reference" and (b["n"], b["dtype"], b["host_copy"]) == (a["n"], a["dtype"], a["host_copy"])]
+    skipped: list[str] = []
     payload = {
-        "benchmark": "generation",
-        "device": device,
-        "torch": torch_info(device),
-        "structure": spec.name,
-        "spec_digest": spec.digest(),
-        "hypernet_config": hyper.config_dict(),
-        "hypernet_params": sum(p.numel() for p in hyper.parameters()),
-        "outputs_per_net": per_net,
-        "weights": weights_note,
-        "load_start": load_start,
-        "load_end": loadavg(),
+        "benchmark": "generation", "complete": False, "device": device, "torch": torch_info(device),
+        "structure": spec.name, "spec_digest": spec.digest(), "hypernet_config": hyper.config_dict(),
+        "hypernet_params": sum(p.numel() for p in hyper.parameters()), "outputs_per_net": per_net,
+        "weights": weights_note, "reference_max_abs_diff": diff, "load_start": load_start,
         "cpu_bf16_native": cpu_bf16_native() if device == "cpu" else None,
         "notes": [
             "seconds = median over repeats after a warm-up call; cuda times are CUDA events (wall_s: host clock + sync)",
-            "hypernet = HyperNet.generate(n) (fp32) or HyperNet(sample_z(n)) on a bf16 copy; z is drawn on the host",
+            "hypernet = HyperNet.generate(n) (fp32/tf32) or HyperNet(sample_z(n)) on a bf16 copy; z is drawn on the host",
             "reference = minimal batched HyperNet, same matmuls (weights copied, outputs checked equal), z drawn on device",
             f"loop = one HyperNet.generate(1) call per net, measured up to N={args.loop_cap} only (nothing extrapolated)",
             "host_copy = every generated tensor copied to pageable host memory inside the timed call (cuda only; "
@@ -345,14 +347,64 @@ def main(argv: list[str] | None = None) -> dict:
             "chunk = N generated in chunks, each chunk dropped after use (streaming consumer); peak memory per row",
             "ensemble_member = training ONE MaskNet for a stated number of steps (see its note)",
         ],
-        "thesis": THESIS,
-        "rows": rows,
-        "ratios": ratios,
+        "thesis": THESIS, "rows": rows, "skipped_for_budget": skipped,
     }
-    path = write_json(args.name, payload, args.out)
+
+    def save() -> Path:
+        payload["load_end"] = loadavg()
+        payload["seconds_total"] = round(time.perf_counter() - t_start, 2)
+        payload["ratios"] = [
+            {"n": a["n"], "dtype": a["dtype"], "host_copy": a["host_copy"], "hypernet_s": a["seconds"],
+             "reference_s": b["seconds"], "ratio": a["seconds"] / b["seconds"]}
+            for a in rows if a["impl"] == "hypernet"
+            for b in rows if b["impl"] == "reference" and (b["n"], b["dtype"], b["host_copy"]) == (a["n"], a["dtype"], a["host_copy"])]
+        return write_json(args.name, payload, args.out)  # rewritten as rows come in: a cut-off run keeps its data
+
+    def over_budget() -> bool:
+        return bool(args.budget_s) and time.perf_counter() - t_start > args.budget_s
+
+    print(f"generation benchmark: structure {spec.name}, {per_net} outputs/net, {payload['hypernet_params']} HyperNet "
+          f"params, device {device}, threads {threads}, load {load_start}", flush=True)
+    if args.member_steps > 0:  # first: the baseline the plot needs most, never cut by the budget
+        rows.append(measure_member(spec, device, args.member_steps, args.member_batch))
+        print(f"  ensemble member: {rows[-1]['seconds']:.3g} s for {args.member_steps} steps", flush=True)
+        save()
+    with torch.inference_mode():
+        for dname in dtypes:
+            dt = DTYPES[dname]
+            h = hyper if dt == torch.float32 else copy.deepcopy(hyper).to(dt)
+            r = ref if dt == torch.float32 else copy.deepcopy(ref).to(dt)
+            bpn = per_net * torch.empty((), dtype=dt).element_size()
+            ours = ours_once(h, dt)
+            theirs = lambda m, r=r, dt=dt: r.generate(m, dt)  # noqa: E731
+            with precision(dname, device):
+                for host in hosts:
+                    for n in ns:
+                        if over_budget():
+                            skipped.append(f"{dname} host_copy={host} N={n}")
+                            continue
+                        reps = args.repeats if n < 10_000 else args.repeats_large
+                        chunk = pick_chunk(args.chunk, device, n, bpn)
+                        common = dict(dtype_name=dname, host=host, device=device, repeats=reps, chunk=chunk, bytes_per_net=bpn)
+                        # ours and the reference back to back, so both see the same machine load
+                        rows.append(measure("hypernet", lambda m: make_call(ours, m, chunk, host), n, **common))
+                        rows.append(measure("reference", lambda m: make_call(theirs, m, chunk, host), n, **common))
+                        a, b = rows[-2], rows[-1]
+                        print(f"  {dname:4} host={int(host)} N={n:>6}: hypernet {a['seconds']:.4g} s  reference "
+                              f"{b['seconds']:.4g} s  ratio {a['seconds'] / b['seconds']:.2f}  load {a['load_1m']}", flush=True)
+                        if dname == "fp32" and n <= args.loop_cap:
+                            rows.append(measure("loop", lambda m: loop_call(hyper, m, host), n,
+                                                **{**common, "repeats": min(reps, 3), "chunk": None}))
+                            print(f"  {dname:4} host={int(host)} N={n:>6}: loop     {rows[-1]['seconds']:.4g} s", flush=True)
+                    save()
+            del h, r
+    if skipped:
+        print(f"  time budget ({args.budget_s} s) spent: skipped {len(skipped)} measurements", flush=True)
+    payload["complete"] = not skipped
+    path = save()
     cols = ["impl", "dtype", "host_copy", "n", "seconds", "per_net_us", "nets_per_s", "chunk", "peak_mem_mb", "load_1m"]
     print_table(rows, cols, title=f"\ngeneration ({device}, structure {spec.name}, {threads} threads)")
-    print_table(ratios, ["dtype", "host_copy", "n", "hypernet_s", "reference_s", "ratio"], title="\nhypernet / reference")
+    print_table(payload["ratios"], ["dtype", "host_copy", "n", "hypernet_s", "reference_s", "ratio"], title="\nhypernet / reference")
     print_table(THESIS["points"], ["n", "seconds"], title=f"\nthesis ({THESIS['device']})")
     print(f"\nwrote {path}")
     if not args.no_plot:
