@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from .bench_cmd import bench_app
 from .common import fail  # noqa: F401  (re-exported for sub-apps)
 from .protect_cmd import protect
 from .psp_cmds import demo, export, train
@@ -20,6 +21,7 @@ app.command()(train)
 app.command()(export)
 app.command()(protect)
 app.command()(demo)
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
