@@ -1,0 +1,86 @@
+"""PSP service configuration: a frozen dataclass, from TOML (``[serve]`` table) plus overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class PSPConfig:
+    # what is served
+    checkpoint: str = ""  # trained HyperNet checkpoint.pt
+    device: str = "auto"  # auto | cpu | cuda: where the HyperNet and probe evaluation run
+    db_url: str = "sqlite:///psp.db"  # SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://...
+    # secrets at rest
+    key_file: str = ""  # Fernet key file (created 0600 if absent); env HYPEROBF_PSP_KEY wins
+    z_storage: str = "encrypted"  # encrypted | none: keep each user's latent z (Fernet) or drop it
+    download_once: bool = False  # drop the (Fernet-encrypted) model file after its first download
+    # accounts and tokens
+    verifier: str = "open"  # open | invite | "package.module:factory" (a Verifier)
+    invite_codes_file: str = ""  # one code per line, for verifier = "invite"
+    token_ttl_days: float = 90.0
+    # issuance limits (the strongest attacker registers many devices to collect MaskNets, §5.4)
+    max_active_per_account: int = 2  # un-retired nets one account may hold
+    max_issued_per_account: int = 5  # nets (rotations included) per account per window
+    account_window_s: float = DAY
+    max_issued_per_client: int = 20  # nets per client address per window
+    max_accounts_per_client: int = 5  # accounts created per client address per window
+    client_window_s: float = DAY
+    # near-duplicate check: RMS over the probe batch of (δ_new − δ_old) / ρ_pixel
+    min_distance: float = 0.02  # a fresh tiny HyperNet: nearest of 5 000 nets is ~0.02–0.11
+    max_draws: int = 8  # latents drawn per request before giving up (503)
+    probe_images: int = 4
+    probe_size: int = 32
+    fingerprint_dim: int = 512  # Johnson–Lindenstrauss projection of the flattened probe δ
+    # micro-batching of generation
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    request_timeout_s: float = 60.0
+    # defaults for requests
+    default_format: str = "onnx"
+    default_precision: str = "fp32"
+    default_shape: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.z_storage not in ("encrypted", "none"):
+            raise ValueError(f"z_storage must be 'encrypted' or 'none', got {self.z_storage!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("max_active_per_account", "max_issued_per_account", "max_issued_per_client",
+                     "max_accounts_per_client", "max_draws", "probe_images", "probe_size", "fingerprint_dim",
+                     "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("account_window_s", "client_window_s", "token_ttl_days", "request_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.min_distance < 0 or self.max_wait_ms < 0:
+            raise ValueError("min_distance and max_wait_ms must be >= 0")
+        if self.verifier == "invite" and not self.invite_codes_file:
+            raise ValueError("verifier 'invite' needs invite_codes_file")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PSPConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown serve config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> "PSPConfig":
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        data = dict(data.get("serve", data))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    def with_(self, **changes) -> "PSPConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

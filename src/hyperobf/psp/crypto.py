@@ -1,0 +1,75 @@
+"""Secrets at rest: bearer tokens (random, stored as sha256), the Fernet box for z and model
+files, and keyed hashes of client addresses (limits need equality, not the address)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+TOKEN_PREFIX = "hob_"
+KEY_ENV = "HYPEROBF_PSP_KEY"
+
+
+def new_token() -> str:
+    """A bearer token: 256 bits from the OS CSPRNG. Shown to its owner once, stored hashed."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(12)
+
+
+class SecretBox:
+    """Fernet encryption of z and model files. Several keys (comma-separated in the env var)
+    allow key rotation: the first encrypts, all decrypt."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        if not keys:
+            raise ValueError("no encryption key")
+        try:
+            self._f = MultiFernet([Fernet(k) for k in keys])
+        except ValueError:
+            raise ValueError("encryption key is not a valid Fernet key (32 url-safe base64 bytes)") from None
+        # keyed hash of client addresses; derived so one secret configures the service
+        self._mac_key = hashlib.sha256(b"hyperobf-psp-client|" + keys[0]).digest()
+
+    def encrypt(self, data: bytes) -> bytes:
+        return self._f.encrypt(data)
+
+    def decrypt(self, token: bytes) -> bytes:
+        try:
+            return self._f.decrypt(token)
+        except InvalidToken:
+            raise ValueError("stored secret cannot be decrypted with the configured key") from None
+
+    def client_hash(self, address: str) -> str:
+        return hmac.new(self._mac_key, address.encode(), hashlib.sha256).hexdigest()
+
+    @classmethod
+    def load(cls, key_file: str | Path | None, create: bool = True) -> "SecretBox":
+        """Keys from $HYPEROBF_PSP_KEY, else from ``key_file`` (created with mode 0600 if absent)."""
+        env = os.environ.get(KEY_ENV, "").strip()
+        if env:
+            return cls([k.strip().encode() for k in env.split(",") if k.strip()])
+        if not key_file:
+            raise ValueError(f"no encryption key: set {KEY_ENV} or a key file (--key-file)")
+        path = Path(key_file)
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(f"key file not found: {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key() + b"\n")
+        lines = [l.strip() for l in path.read_bytes().splitlines() if l.strip()]
+        return cls(lines)
+

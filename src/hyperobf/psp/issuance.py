@@ -1,0 +1,164 @@
+"""Issuing MaskNets for a batch of requests: CSPRNG latents -> one batched HyperNet call ->
+probe fingerprints -> re-draw any net too close to an issued one -> render files -> record
+them (limits re-checked inside the transaction) -> resolve each request's future.
+
+Runs in the batcher thread only (one at a time per process). Across processes the
+database is the truth: the fingerprint index catches up from it before every batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..export.secrets_z import new_model_id, secure_normal
+from . import limits
+from .config import PSPConfig
+from .crypto import SecretBox
+from .db import Account, IssuedNet, utcnow, write_session
+from .engine import GenerationEngine, Variant
+from .errors import ApiError, Conflict, Forbidden, NotFound, Unavailable
+from .fingerprint import NearestIndex, from_bytes, to_bytes
+
+log = logging.getLogger("hyperobf.psp")
+
+ZSampler = Callable[[int, int], np.ndarray]  # (n, z_dim) -> (n, z_dim) float32
+
+
+@dataclass
+class IssueJob:
+    account_id: int
+    client_hash: str
+    variant: Variant
+    retire: str | None = None  # model_id this net replaces (rotation)
+    future: Future = field(default_factory=Future)
+    # filled while processing
+    z: np.ndarray | None = None
+    weights: dict[str, np.ndarray] | None = None
+    fingerprint: np.ndarray | None = None
+    draws: int = 0
+
+
+class Issuer:
+    def __init__(self, cfg: PSPConfig, engine: GenerationEngine, sessions: sessionmaker, box: SecretBox,
+                 z_sampler: ZSampler = secure_normal) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.sessions = sessions
+        self.box = box
+        self.z_sampler = z_sampler  # tests swap in a sampler that repeats latents
+        self.index = NearestIndex(engine.fingerprinter.dim)
+        self.version = engine.fingerprinter.version
+        self.stats = {"batches": 0, "nets": 0, "redraws": 0, "refused_near_duplicate": 0}
+
+    # --- fingerprints of everything issued so far --------------------------------------
+    def sync_index(self, s: Session) -> None:
+        rows = s.execute(select(IssuedNet.id, IssuedNet.fingerprint).where(
+            IssuedNet.id > self.index.last_id, IssuedNet.probe_version == self.version).order_by(IssuedNet.id)).all()
+        if rows:
+            self.index.add(np.stack([from_bytes(r.fingerprint) for r in rows]), last_id=rows[-1].id)
+
+    # --- the batch --------------------------------------------------------------------
+    def process(self, jobs: list[IssueJob]) -> None:
+        """Resolve every job's future with an IssuedNet row or an ApiError; never raises."""
+        try:
+            with self.sessions() as s:
+                self.sync_index(s)
+            self._draw(jobs)
+            live = [j for j in jobs if not j.future.done()]
+            files = self._render(live)
+            self._record(live, files)
+        except Exception as e:  # noqa: BLE001 - every waiting request must get an answer
+            log.error("issuance batch failed: %s", type(e).__name__)
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_exception(Unavailable("issuance failed; try again") if not isinstance(e, ApiError) else e)
+        self.stats["batches"] += 1
+
+    def _draw(self, jobs: list[IssueJob]) -> None:
+        """Latents for every job, re-drawn (only for the offending jobs) while the net is within
+        ``min_distance`` of an issued net or of a net accepted earlier in this batch."""
+        pending = list(jobs)
+        accepted = NearestIndex(self.index.dim)
+        while pending:
+            z = np.asarray(self.z_sampler(len(pending), self.engine.z_dim), np.float32)
+            weights, fps = self.engine.generate(z)
+            retry = []
+            for i, job in enumerate(pending):
+                job.draws += 1
+                d = min(float(self.index.nearest(fps[i:i + 1])[0]), float(accepted.nearest(fps[i:i + 1])[0]))
+                if d >= self.cfg.min_distance:
+                    job.z, job.fingerprint = z[i], fps[i]
+                    job.weights = {k: v[i] for k, v in weights.items()}
+                    accepted.add(fps[i:i + 1])
+                elif job.draws >= self.cfg.max_draws:
+                    self.stats["refused_near_duplicate"] += 1
+                    log.warning("near-duplicate: no distinct net after %d draws (min distance %.3g)",
+                                job.draws, self.cfg.min_distance)
+                    job.future.set_exception(Unavailable(
+                        f"could not draw a MaskNet distinct enough from those already issued in {job.draws} "
+                        "attempts; try again later"))
+                else:
+                    self.stats["redraws"] += 1
+                    retry.append(job)
+            pending = retry
+
+    def _render(self, jobs: list[IssueJob]) -> list[tuple[str, bytes]]:
+        renderers = self.engine.renderers({j.variant for j in jobs})
+        out = []
+        for j in jobs:
+            model_id = new_model_id()
+            out.append((model_id, renderers[j.variant](j.weights, model_id)))
+        return out
+
+    def _record(self, jobs: list[IssueJob], files: list[tuple[str, bytes]]) -> None:
+        now = utcnow()
+        done: list[tuple[IssueJob, IssuedNet]] = []
+        with write_session(self.sessions) as s:
+            for job, (model_id, data) in zip(jobs, files):
+                try:  # every check raises before this job writes anything: no savepoint needed
+                    done.append((job, self._record_one(s, job, model_id, data, now)))
+                except ApiError as e:
+                    job.future.set_exception(e)
+        # only after the commit is a net really issued
+        for job, row in done:
+            self.stats["nets"] += 1
+            job.future.set_result(row)
+
+    def _record_one(self, s: Session, job: IssueJob, model_id: str, data: bytes, now: dt.datetime) -> IssuedNet:
+        # lock the account row: concurrent batches (other processes) serialize per account
+        account = s.execute(select(Account).where(Account.id == job.account_id).with_for_update()).scalar_one_or_none()
+        if account is None or account.disabled:
+            raise Forbidden("account is disabled")
+        old = None
+        if job.retire:
+            old = s.execute(select(IssuedNet).where(IssuedNet.model_id == job.retire,
+                                                    IssuedNet.account_id == job.account_id)).scalar_one_or_none()
+            if old is None:
+                raise NotFound(f"no MaskNet {job.retire} on this account")
+            if old.retired_at is not None:
+                raise Conflict(f"MaskNet {job.retire} is already retired")
+        limits.check_issue(s, self.cfg, job.account_id, job.client_hash, now, replacing=old is not None)
+        spec = self.engine.spec
+        row = IssuedNet(
+            model_id=model_id, account_id=job.account_id, structure=spec.name, spec_digest=spec.digest(),
+            method=self.engine.method, hypernet_sha256=self.engine.hypernet_sha256, format=job.variant.format,
+            precision=job.variant.precision, shape=job.variant.shape, file_sha256=hashlib.sha256(data).hexdigest(),
+            file_size=len(data), file_enc=self.box.encrypt(data),
+            z_enc=self.box.encrypt(job.z.astype(np.float32).tobytes()) if self.cfg.z_storage == "encrypted" else None,
+            fingerprint=to_bytes(job.fingerprint), probe_version=self.version, draws=job.draws,
+            client_hash=job.client_hash, issued_at=now,
+        )
+        s.add(row)
+        if old is not None:
+            old.retired_at, old.replaced_by, old.file_enc = now, model_id, None
+        s.flush()
+        return row

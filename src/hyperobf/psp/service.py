@@ -1,0 +1,173 @@
+"""The PSP's operations, independent of HTTP: accounts, tokens, issuing, listing, downloading,
+rotating and retiring MaskNets. The API module maps each to a route.
+
+Every query about nets is scoped by the caller's account id: another account's net is
+indistinguishable from a net that does not exist (404).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import sessionmaker
+
+from . import limits
+from .batcher import Batcher
+from .config import PSPConfig
+from .crypto import SecretBox, new_public_id, new_token, token_hash
+from .db import Account, IssuedNet, Token, utcnow, write_session
+from .engine import GenerationEngine, Variant
+from .errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized, Unavailable
+from .issuance import IssueJob, Issuer
+from .verify import VerificationError, Verifier
+
+log = logging.getLogger("hyperobf.psp")
+
+
+@dataclass(frozen=True)
+class Caller:
+    account_id: int
+    public_id: str
+    token_id: int
+    client_hash: str
+
+
+class PSPService:
+    def __init__(self, cfg: PSPConfig, engine: GenerationEngine, sessions: sessionmaker, box: SecretBox,
+                 verifier: Verifier, issuer: Issuer) -> None:
+        self.cfg, self.engine, self.sessions, self.box, self.verifier = cfg, engine, sessions, box, verifier
+        self.issuer = issuer
+        self.batcher = Batcher(issuer, cfg.max_batch, cfg.max_wait_ms)
+
+    # --- accounts and tokens ----------------------------------------------------------
+    def _new_token(self, s, account_id: int, now: dt.datetime) -> tuple[str, dt.datetime]:  # noqa: ANN001
+        token = new_token()
+        expires = now + dt.timedelta(days=self.cfg.token_ttl_days)
+        s.add(Token(account_id=account_id, token_sha256=token_hash(token), created_at=now, expires_at=expires))
+        return token, expires
+
+    def create_account(self, evidence: dict[str, str], client: str) -> tuple[str, str, dt.datetime]:
+        """Verify, check the per-client registration limit, create; -> (public id, token, expiry)."""
+        client_hash = self.box.client_hash(client)
+        try:
+            identity = self.verifier.verify(evidence, client)
+        except VerificationError as e:
+            raise Forbidden(f"verification failed: {e}") from None
+        now = utcnow()
+        with write_session(self.sessions) as s:
+            limits.check_registration(s, self.cfg, client_hash, now)
+            if identity.unique and s.scalar(select(func.count()).select_from(Account).where(
+                    Account.subject == identity.subject)):
+                raise Conflict("this identity already has an account")
+            account = Account(public_id=new_public_id(), subject=identity.subject, client_hash=client_hash,
+                              created_at=now, disabled=False)
+            s.add(account)
+            s.flush()
+            token, expires = self._new_token(s, account.id, now)
+        log.info("account %s created", account.public_id)
+        return account.public_id, token, expires
+
+    def authenticate(self, token: str | None, client: str) -> Caller:
+        if not token:
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        with self.sessions() as s:
+            row = s.execute(select(Token, Account).join(Account).where(
+                Token.token_sha256 == token_hash(token))).one_or_none()
+        if row is None:
+            raise Unauthorized("invalid token")
+        tok, account = row
+        if tok.revoked_at is not None or tok.expires_at <= utcnow():
+            raise Unauthorized("token revoked or expired")
+        if account.disabled:
+            raise Forbidden("account is disabled")
+        return Caller(account.id, account.public_id, tok.id, self.box.client_hash(client))
+
+    def rotate_token(self, caller: Caller) -> tuple[str, dt.datetime]:
+        now = utcnow()
+        with write_session(self.sessions) as s:
+            s.execute(update(Token).where(Token.id == caller.token_id).values(revoked_at=now))
+            return self._new_token(s, caller.account_id, now)
+
+    def revoke_token(self, caller: Caller) -> None:
+        with write_session(self.sessions) as s:
+            s.execute(update(Token).where(Token.id == caller.token_id).values(revoked_at=utcnow()))
+
+    def account(self, caller: Caller) -> dict:
+        with self.sessions() as s:
+            acc = s.get(Account, caller.account_id)
+            total = s.scalar(select(func.count()).select_from(IssuedNet).where(IssuedNet.account_id == acc.id)) or 0
+            active = s.scalar(select(func.count()).select_from(IssuedNet).where(
+                IssuedNet.account_id == acc.id, IssuedNet.retired_at.is_(None))) or 0
+        return {"account_id": acc.public_id, "subject": acc.subject, "created_at": acc.created_at,
+                "active_masknets": active, "issued_masknets": total}
+
+    # --- MaskNets ---------------------------------------------------------------------
+    def variant(self, format: str | None, precision: str | None, shape: str | None) -> Variant:
+        v = Variant((format or self.cfg.default_format).lower(), (precision or self.cfg.default_precision).lower(),
+                    (shape or self.cfg.default_shape).lower())
+        try:
+            self.engine.check_variant(v)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        return v
+
+    def request_net(self, caller: Caller, variant: Variant, retire: str | None = None) -> IssuedNet:
+        """Issue a net (and retire ``retire``, for rotation); blocks until the batch is recorded."""
+        with self.sessions() as s:  # cheap pre-check: refuse before any generation work
+            if retire is not None:
+                self._own(s, caller, retire, active=True)
+            limits.check_issue(s, self.cfg, caller.account_id, caller.client_hash, utcnow(),
+                               replacing=retire is not None)
+        job = self.batcher.submit(IssueJob(caller.account_id, caller.client_hash, variant, retire))
+        try:
+            row = job.future.result(timeout=self.cfg.request_timeout_s)
+        except TimeoutError:
+            raise Unavailable("issuance timed out; try again") from None
+        log.info("masknet %s issued to account %s (draws %d)%s", row.model_id, caller.public_id, row.draws,
+                 f", replacing {retire}" if retire else "")
+        return row
+
+    def _own(self, s, caller: Caller, model_id: str, active: bool = False) -> IssuedNet:  # noqa: ANN001
+        row = s.execute(select(IssuedNet).where(IssuedNet.model_id == model_id,
+                                                IssuedNet.account_id == caller.account_id)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no MaskNet {model_id} on this account")
+        if active and row.retired_at is not None:
+            raise Conflict(f"MaskNet {model_id} is already retired")
+        return row
+
+    def list_nets(self, caller: Caller, include_retired: bool = False) -> list[IssuedNet]:
+        with self.sessions() as s:
+            q = select(IssuedNet).where(IssuedNet.account_id == caller.account_id)
+            if not include_retired:
+                q = q.where(IssuedNet.retired_at.is_(None))
+            return list(s.execute(q.order_by(IssuedNet.issued_at, IssuedNet.id)).scalars())
+
+    def get_net(self, caller: Caller, model_id: str) -> IssuedNet:
+        with self.sessions() as s:
+            return self._own(s, caller, model_id)
+
+    def file(self, caller: Caller, model_id: str) -> tuple[IssuedNet, bytes]:
+        # a read-only session unless the download consumes the file
+        with (write_session(self.sessions) if self.cfg.download_once else self.sessions()) as s:
+            row = self._own(s, caller, model_id)
+            if row.file_enc is None:
+                why = "it is retired" if row.retired_at else "it was already downloaded (download_once)"
+                raise Gone(f"MaskNet {model_id} can no longer be downloaded: {why}")
+            data = self.box.decrypt(row.file_enc)
+            if hashlib.sha256(data).hexdigest() != row.file_sha256:
+                raise RuntimeError("stored model file does not match its recorded sha256")
+            if self.cfg.download_once:
+                row.file_enc = None
+        return row, data
+
+    def retire(self, caller: Caller, model_id: str) -> IssuedNet:
+        with write_session(self.sessions) as s:
+            row = self._own(s, caller, model_id, active=True)
+            row.retired_at, row.file_enc = utcnow(), None
+        log.info("masknet %s retired by account %s", model_id, caller.public_id)
+        return row
