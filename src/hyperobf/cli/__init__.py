@@ -14,6 +14,7 @@ from .bench_cmd import bench_app
 from .common import fail  # noqa: F401  (re-exported for sub-apps)
 from .protect_cmd import protect
 from .psp_cmds import demo, export, train
+from .serve_cmd import serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="HyperObf: per-user face-cloaking MaskNets (PSP training/export, on-device protection).")
@@ -21,6 +22,7 @@ app.command()(train)
 app.command()(export)
 app.command()(protect)
 app.command()(demo)
+app.command()(serve)
 app.add_typer(bench_app, name="bench")
 
 
