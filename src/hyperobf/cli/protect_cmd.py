@@ -12,45 +12,63 @@ from .common import errors_as_one_line, fail, progress_bar
 
 def protect(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="The user's MaskNet (.onnx).", exists=True, dir_okay=False)],
+    model: Annotated[Path, typer.Option("--model", "-m", help="The user's MaskNet (.onnx / .ort).")],
+    detector: Annotated[Optional[Path], typer.Option("--detector", "-d", help="SCRFD-style ONNX face detector (5 keypoints): enables face-region mode and measured working scale.")] = None,
+    mode: Annotated[str, typer.Option(help="auto (face with --detector, else whole) | face | whole.")] = "auto",
+    no_face: Annotated[str, typer.Option("--no-face", help="Face mode, no face found: whole (protect the whole photo) | skip.")] = "whole",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: beside each input).", file_okay=False)] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="png | jpg | webp (default: the input's).")] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    manifest: Annotated[Optional[Path], typer.Option(help="manifest.jsonl: the model's sha256 must match its entry.", exists=True, dir_okay=False)] = None,
-    threads: Annotated[int, typer.Option(min=0, help="onnxruntime threads (0 = default).")] = 0,
-    work_size: Annotated[Optional[int], typer.Option(min=16, help="Shorter side at which δ is computed (dynamic models).")] = None,
+    keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep EXIF (GPS, serials, ...) and XMP; default strips identifying metadata.")] = False,
+    manifest: Annotated[Optional[Path], typer.Option(help="manifest.jsonl: the model's sha256 must match its entry.")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="onnxruntime intra-op threads (0 = one per core).")] = 0,
+    provider: Annotated[Optional[list[str]], typer.Option("--provider", help="Execution provider: cpu (default), cuda, coreml; repeat to list fallbacks.")] = None,
+    work_size: Annotated[Optional[int], typer.Option(min=8, help="Whole mode without detected faces: shorter side (px) at which δ is computed (default 192).")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images above this many pixels (default 89478485, Pillow's bomb limit).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each file's time per stage.")] = False,
 ) -> None:
     """Protect photos with a user's MaskNet; writes <name>_protected.<ext>, never overwrites inputs."""
-    from ..device_runtime.files import (FORMATS, InputError, collect_inputs, is_protected_name, open_image,
-                                        output_path, save_atomic)
+    from ..device_runtime.batch import FAILED, PROTECTED, WriteOptions, protect_files, summary
+    from ..device_runtime.detect import DetectorError, FaceDetector
+    from ..device_runtime.files import DEFAULT_MAX_PIXELS
     from ..device_runtime.model import ModelError, load_model
-    from ..device_runtime.protect import protect_image
+    from ..device_runtime.protect import ProtectOptions
+    from ..device_runtime.session import SessionConfig
 
-    if fmt is not None and fmt.lower() not in FORMATS:
-        fail(f"unknown output format {fmt!r}; choose png, jpg or webp")
-    with errors_as_one_line(ModelError):
-        net = load_model(model, threads=threads, manifest=manifest)
-    files = collect_inputs(inputs, recursive)
-    if not files:
-        fail("no input images found")
-    done = skipped = failed = 0
+    with errors_as_one_line(ValueError):
+        write = WriteOptions(out, fmt, quality, keep_metadata, max_pixels or DEFAULT_MAX_PIXELS)
+        options = ProtectOptions(mode=mode, no_face=no_face, work_size=work_size)
+        session = SessionConfig(threads=threads, providers=tuple(provider or ("cpu",)))
+    if options.mode == "face" and detector is None:
+        fail("--mode face needs a face detector (--detector)")
+    for p in session.missing_providers():
+        print(f"note: execution provider {p!r} is not available here; using {', '.join(session.resolved_providers())}")
+    with errors_as_one_line(ModelError, DetectorError):
+        net = load_model(model, manifest=manifest, config=session)
+        det = FaceDetector(detector, session) if detector is not None else None
+
     with progress_bar() as bar:
-        task = bar.add_task("protecting", total=len(files))
-        for src in files:
+        task = bar.add_task("protecting", total=None)
+
+        def on_result(r) -> None:
             bar.advance(task)
-            dst = output_path(src, out, fmt and fmt.lower())
-            if is_protected_name(src) or dst.exists():
-                skipped += 1
-                continue
-            try:
-                img = open_image(src)
-                save_atomic(protect_image(img, net, work_size), dst, quality=quality)
-                done += 1
-                bar.console.print(f"{src} -> {dst}")
-            except (InputError, OSError, ValueError) as e:
-                failed += 1
-                bar.console.print(f"error: {e}")
-    print(f"protected {done}, skipped {skipped}, failed {failed}")
-    if failed:
+            if r.status == PROTECTED:
+                what = f"{r.mode}, {r.faces} face(s)" if r.faces or r.mode == "face" else r.mode
+                bar.console.print(f"{r.src} -> {r.dst}  ({what})")
+            elif r.status == FAILED:
+                bar.console.print(f"error: {r.message}")
+            else:
+                bar.console.print(f"skipped: {r.message}")
+            for note in r.notes:
+                bar.console.print(f"note: {r.src.name}: {note}")
+            if verbose and r.timings:
+                bar.console.print("  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in r.timings.items()))
+
+        results = protect_files(inputs, net, detector=det, options=options, write=write, recursive=recursive,
+                                on_start=lambda n: bar.update(task, total=n), on_result=on_result)
+    if not results:
+        fail("no input images found")
+    print(summary(results))
+    if any(r.status == FAILED for r in results):
         raise typer.Exit(1)

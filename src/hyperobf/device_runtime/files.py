@@ -1,35 +1,86 @@
 """Safe file handling for the runtime: find inputs, name outputs, read and write atomically.
 
-Inputs are never overwritten: outputs are ``<name>_protected.<ext>``, written to a temp file
-in the destination folder and renamed into place only when complete.
+Reading: anything Pillow opens (HEIC/HEIF too when the optional ``pillow-heif`` is installed),
+fully decoded, EXIF orientation applied. Images above ``max_pixels`` (default: Pillow's
+decompression-bomb threshold, 89.5 MP) are refused from their header alone, before any pixel
+is decoded — this also covers decompression bombs and absurd sizes such as 20000×20000.
+Animated images (GIF, WebP, APNG, multi-page TIFF): the first frame is protected and written
+as a still image, and the caller is told so.
+
+Writing: outputs are ``<name>_protected.<ext>``, encoded to a hidden temp file in the
+destination folder and then hard-linked into place, which fails rather than overwrite a file
+that appeared meanwhile; inputs are never written to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
+import threading
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUFFIX = "_protected"
-READABLE = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
+READABLE = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+# Inputs whose own format we do not write: photos -> JPEG, graphics -> PNG.
+FALLBACK_EXT = {".heic": "jpg", ".heif": "jpg", ".avif": "jpg"}
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+_limit_lock = threading.Lock()
+_plugins_registered = False
 
 
 class InputError(ValueError):
     """An input image we cannot protect (one-line reason)."""
 
 
-def collect_inputs(paths: list[Path], recursive: bool = False) -> list[Path]:
-    """Files given directly, plus image files inside given folders (sorted)."""
-    out: list[Path] = []
+class OutputExists(FileExistsError):
+    """The output file exists already; it is never overwritten."""
+
+
+@dataclass
+class Loaded:
+    """A decoded, upright image and what is needed to write its metadata back."""
+
+    image: Image.Image
+    exif: Image.Exif | None
+    info: dict = field(default_factory=dict)  # the decoder's info (icc_profile, xmp, ...)
+    frames: int = 1
+    format: str = ""
+
+
+def register_plugins() -> bool:
+    """Register optional Pillow plugins (HEIC/HEIF via pillow-heif); True when HEIF is readable."""
+    global _plugins_registered
+    if not _plugins_registered:
+        _plugins_registered = True
+        try:
+            from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+
+            register_heif_opener()
+        except ImportError:
+            return False
+    return "HEIF" in Image.OPEN
+
+
+def collect_inputs(paths: list[Path], recursive: bool = False) -> list[tuple[Path, Path | None]]:
+    """(file, folder it was found under or None) for files given directly and image files inside
+    given folders (sorted; hidden files skipped). Missing paths are kept, to fail one by one."""
+    out: list[tuple[Path, Path | None]] = []
     for p in paths:
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
-            out += sorted(f for f in it if f.is_file() and f.suffix.lower() in READABLE)
+            files = sorted(f for f in it if f.is_file() and f.suffix.lower() in READABLE
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            out += [(f, p) for f in files]
         else:
-            out.append(p)
+            out.append((p, None))
     return out
 
 
@@ -37,51 +88,118 @@ def is_protected_name(path: Path) -> bool:
     return path.stem.endswith(SUFFIX)
 
 
-def output_path(src: Path, out_dir: Path | None, fmt: str | None) -> Path:
-    ext = (fmt or src.suffix.lstrip(".").lower() or "png")
+def output_path(src: Path, out_dir: Path | None, fmt: str | None, root: Path | None = None) -> Path:
+    """``<stem>_protected.<ext>`` beside ``src`` or in ``out_dir`` (mirroring sub-folders of ``root``)."""
+    ext = (fmt or src.suffix.lstrip(".")).lower()
     if ext not in FORMATS:
-        ext = "png"  # inputs such as .bmp/.tif/.gif are written as PNG
-    return (out_dir or src.parent) / f"{src.stem}{SUFFIX}.{ext}"
+        ext = FALLBACK_EXT.get(src.suffix.lower(), "png")  # .bmp/.tif/.gif/... are written as PNG
+    folder = src.parent
+    if out_dir is not None:
+        folder = out_dir / src.parent.relative_to(root) if root is not None else out_dir
+    return folder / f"{src.stem}{SUFFIX}.{ext}"
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open, fully decode and orientation-correct an image; InputError with a one-line reason."""
+@contextlib.contextmanager
+def _pixel_limit(max_pixels: int):
+    """Let Pillow open headers up to ``max_pixels`` (its own check fires at 2× its limit)."""
+    with _limit_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max(max_pixels, old or 0)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+
+def _too_large(name: str, w: int, h: int, max_pixels: int) -> InputError:
+    return InputError(f"{name}: image too large ({w}×{h} = {w * h / 1e6:.0f} MP; the limit is "
+                      f"{max_pixels / 1e6:.1f} MP, raise it with --max-pixels)")
+
+
+def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
+    """Open, size-check, fully decode and orientation-correct an image; InputError with a one-line reason."""
+    register_plugins()
     try:
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder")
         if path.stat().st_size == 0:
             raise InputError(f"{path.name}: empty file")
-        with Image.open(path) as im:
-            n_frames = getattr(im, "n_frames", 1)
-            im.seek(0)  # animated images: the first frame is protected (said in the summary)
+        with _pixel_limit(max_pixels):
+            im = Image.open(path)  # reads the header only
+        with im:
+            w, h = im.size
+            if w * h > max_pixels:  # header only: nothing decoded yet
+                raise _too_large(path.name, w, h, max_pixels)
+            if w < 1 or h < 1:
+                raise InputError(f"{path.name}: image has no pixels ({w}×{h})")
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                im.seek(0)
             im.load()
-            img = ImageOps.exif_transpose(im)
-            img.info.setdefault("n_frames", n_frames)
-            return img
+            exif = im.getexif()
+            info = dict(im.info)
+            upright = ImageOps.exif_transpose(im)
+            fmt = im.format or ""
+        return Loaded(upright, exif, info, frames, fmt)
     except InputError:
         raise
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except Image.DecompressionBombError:
-        raise InputError(f"{path.name}: image too large (decompression-bomb limit)") from None
+        raise InputError(f"{path.name}: image too large (over {max_pixels / 1e6:.1f} MP, a possible "
+                         f"decompression bomb; raise the limit with --max-pixels)") from None
     except UnidentifiedImageError:
         raise InputError(f"{path.name}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path.name}: unreadable or truncated image ({e})") from None
+    except MemoryError:
+        raise InputError(f"{path.name}: out of memory while decoding") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as e:
+        # Pillow's decoders raise all of these on corrupt data.
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path.name}: unreadable or truncated image ({first})") from None
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """JPEG has no alpha: composite on white rather than expose whatever colour transparent pixels hold."""
+    if img.mode in ("RGBA", "LA"):
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(img.convert("RGBA"), mask=img.getchannel("A"))
+        return bg
+    return img.convert("RGB")
+
+
+def _publish(tmp: Path, dst: Path) -> None:
+    """Move a finished temp file to ``dst`` without ever replacing an existing file."""
+    try:
+        os.link(tmp, dst)  # atomic, and fails if dst exists
+    except FileExistsError:
+        raise OutputExists(f"{dst}: exists, not overwritten") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EACCES):
+            raise
+        if dst.exists():  # filesystems without hard links (FAT, some network shares)
+            raise OutputExists(f"{dst}: exists, not overwritten") from None
+        os.replace(tmp, dst)
+        return
+    tmp.unlink()
 
 
 def save_atomic(img: Image.Image, dst: Path, quality: int = 95, **params) -> None:
-    """Encode to a temp file beside ``dst``, then rename; nothing partial is ever left."""
+    """Encode to a temp file beside ``dst``, then publish; nothing partial is ever left behind."""
     fmt = FORMATS[dst.suffix.lstrip(".").lower()]
     if fmt == "JPEG":
-        img = img.convert("RGB")  # JPEG has no alpha
+        img = _flatten_alpha(img)
         params.setdefault("quality", quality)
     elif fmt == "WEBP":
         params.setdefault("quality", quality)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    if dst.exists():
+        raise OutputExists(f"{dst}: exists, not overwritten")
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=fmt, **params)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _publish(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)

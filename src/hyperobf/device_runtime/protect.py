@@ -1,60 +1,154 @@
 """Protect pixels: compute δ at the MaskNet's working scale and map it back to the photo.
 
-Whole-photo mode: the photo is resized so its shorter side is ``work_size`` (for a face crop,
-the face then sits at the 112² scale that attackers train on), δ is computed there,
-upsampled bilinearly to the photo's size and added. A perturbation computed at native
-resolution on a large photo would be averaged away by the attacker's downscaling.
+Two modes (see whole.py and face.py):
+
+* ``face`` — a face detector finds faces; each is aligned to the 112² template, perturbed
+  there, and δ is mapped back with a feathered mask. No face found: skip the photo or fall back
+  to whole-photo mode (``no_face``).
+* ``whole`` — the photo is resized so faces land near working scale (measured with the
+  detector when one is given), δ is computed there, upsampled and added.
+
+``auto`` picks ``face`` when a detector is given, else ``whole``.
+
+    from hyperobf.device_runtime import load_model, load_detector, protect_image
+    out = protect_image(Image.open("me.jpg"), load_model("user.onnx"), detector=load_detector("scrfd.onnx"))
 """
 
 from __future__ import annotations
 
+import statistics
+import time
+from dataclasses import dataclass, field
+
 import numpy as np
 from PIL import Image
 
+from .align import face_to_template, scale_of
+from .detect import Face, FaceDetector
+from .face import FEATHER, face_region_delta
 from .model import MaskNetModel
+from .pixels import Pixels, reattach, to_rgb
+from .whole import DEFAULT_WORK_SIZE, MAX_WORK_PIXELS, whole_photo
+
+MODES = ("auto", "face", "whole")
+NO_FACE = ("whole", "skip")
 
 
-def _to_chw(rgb: np.ndarray) -> np.ndarray:
-    return (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+class NoFaceError(ValueError):
+    """Face mode found no face and was told to skip the photo."""
 
 
-def _work_shape(h: int, w: int, model: MaskNetModel, work_size: int | None) -> tuple[int, int]:
-    if model.fixed_size is not None:
-        return model.fixed_size, model.fixed_size
-    s = work_size or model.spec.input_size
-    m = model.spec.stride_product
-    scale = s / min(h, w)
-    return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+@dataclass(frozen=True)
+class ProtectOptions:
+    mode: str = "auto"  # auto | face | whole
+    no_face: str = "whole"  # face mode with no face found: whole (fall back) | skip
+    work_size: int | None = None  # whole mode without faces: shorter side at working scale
+    max_work_pixels: int = MAX_WORK_PIXELS  # cap on the whole-mode working image
+    feather: float = FEATHER  # face mode: mask fade at the crop edges, in 112² pixels
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
+        if self.no_face not in NO_FACE:
+            raise ValueError(f"unknown no-face policy {self.no_face!r}; choose {', '.join(NO_FACE)}")
+        if self.work_size is not None and self.work_size < 8:
+            raise ValueError("work_size must be at least 8 pixels")
 
 
-def compute_delta(rgb: np.ndarray, model: MaskNetModel, work_size: int | None = None) -> np.ndarray:
-    """δ for an (H, W, 3) uint8 image at working scale, resized back: (H, W, 3) float32."""
-    h, w = rgb.shape[:2]
-    wh, ww = _work_shape(h, w, model, work_size)
-    small = rgb if (h, w) == (wh, ww) else np.asarray(Image.fromarray(rgb).resize((ww, wh), Image.BILINEAR))
-    _, delta = model.run(_to_chw(small))
-    d = delta[0].transpose(1, 2, 0)  # (wh, ww, 3)
-    if (h, w) == (wh, ww):
-        return d
-    # Bilinear upsampling per channel in float ("F" mode keeps the sign and precision of δ).
-    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(d[..., c])).resize((w, h), Image.BILINEAR)) for c in range(3)]
-    return np.stack(chans, -1)
+@dataclass
+class Protection:
+    """What :func:`protect` did to one image."""
+
+    image: Image.Image | None  # None when skipped (no face and no_face="skip")
+    mode: str  # "face" | "whole" | "skipped"
+    faces: int = 0
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    work_shape: tuple[int, int] | None = None  # whole mode: (h, w) at which δ was computed
 
 
-def protect_array(rgb: np.ndarray, model: MaskNetModel, work_size: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> protected (H, W, 3) uint8 RGB (whole-photo mode)."""
+def apply_delta(img: Image.Image, delta: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
+    """clip(img + δ) over ``box`` (x0, y0, x1, y1) of an RGB image; δ (y1-y0, x1-x0, 3) float32 in
+    [0, 1] units. Pixels outside the box are left unchanged (only the box goes through numpy)."""
+    out = img.copy()
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        return out
+    region = np.asarray(img.crop(box), np.float32)
+    region += delta * 255.0
+    np.clip(region, 0.0, 255.0, out=region)
+    region += 0.5  # round to nearest (values are non-negative now)
+    out.paste(Image.fromarray(region.astype(np.uint8), "RGB"), (x0, y0))
+    return out
+
+
+def _face_scale(faces: list[Face], size: int) -> float:
+    """Median photo->aligned-crop scale over the faces (crop pixels per photo pixel)."""
+    return statistics.median(scale_of(face_to_template(f.keypoints, size)) for f in faces)
+
+
+def protect_rgb(px: Pixels, model: MaskNetModel, detector: FaceDetector | None = None,
+                options: ProtectOptions | None = None) -> Protection:
+    """Protect converted pixels (see pixels.to_rgb); the result keeps the alpha channel."""
+    opt = options or ProtectOptions()
+    mode = opt.mode if opt.mode != "auto" else ("face" if detector is not None else "whole")
+    if mode == "face" and detector is None:
+        raise ValueError("face mode needs a face detector (--detector)")
+    img = px.rgb
+    timings: dict[str, float] = {}
+    notes: list[str] = [px.note] if px.note else []
+    size = model.fixed_size or model.spec.input_size
+    faces: list[Face] = []
+    if detector is not None:
+        t = time.perf_counter()
+        faces = detector.detect(img)
+        timings["detect"] = time.perf_counter() - t
+    if mode == "face":
+        if faces:
+            delta, box, tm = face_region_delta(img, faces, model, opt.feather)
+            timings.update(tm)
+            t = time.perf_counter()
+            out = apply_delta(img, delta, box)
+            timings["apply"] = time.perf_counter() - t
+            return Protection(reattach(out, px), "face", len(faces), notes, timings)
+        if opt.no_face == "skip":
+            return Protection(None, "skipped", 0, notes + ["no face found: skipped"], timings)
+        notes.append("no face found: protected as a whole photo")
+    w, h = img.size
+    if faces:
+        scale = _face_scale(faces, size)
+        notes.append(f"working scale {scale:.3g} from {len(faces)} face(s)")
+    else:
+        scale = (opt.work_size or DEFAULT_WORK_SIZE) / min(h, w)
+    out, work, tm = whole_photo(img, model, scale, opt.max_work_pixels)
+    timings.update(tm)
+    return Protection(reattach(out, px), "whole", len(faces), notes, timings, work)
+
+
+def protect(img: Image.Image, model: MaskNetModel, detector: FaceDetector | None = None,
+            options: ProtectOptions | None = None) -> Protection:
+    """Protect a Pillow image of any mode; the result is RGB (RGBA when it had alpha), same size."""
+    return protect_rgb(to_rgb(img), model, detector, options)
+
+
+def protect_image(img: Image.Image, model: MaskNetModel, work_size: int | None = None, *,
+                  detector: FaceDetector | None = None, options: ProtectOptions | None = None) -> Image.Image:
+    """Protect a Pillow image -> protected Pillow image (same size; alpha kept).
+
+    ``work_size`` is a shortcut for ``ProtectOptions(work_size=...)``. Raises NoFaceError when
+    face mode finds no face and ``options.no_face == "skip"``.
+    """
+    if options is None:
+        options = ProtectOptions(work_size=work_size)
+    res = protect(img, model, detector, options)
+    if res.image is None:
+        raise NoFaceError("no face found")
+    return res.image
+
+
+def protect_array(rgb: np.ndarray, model: MaskNetModel, work_size: int | None = None, *,
+                  detector: FaceDetector | None = None, options: ProtectOptions | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> protected (H, W, 3) uint8 RGB."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError("expected an (H, W, 3) uint8 RGB array")
-    delta = compute_delta(rgb, model, work_size)
-    out = rgb.astype(np.float32) / 255.0 + delta
-    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def protect_image(img: Image.Image, model: MaskNetModel, work_size: int | None = None) -> Image.Image:
-    """Protect a Pillow image; any mode in, same size out (alpha kept and re-attached)."""
-    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA", "PA") else None
-    rgb = np.asarray(img.convert("RGB"))
-    out = Image.fromarray(protect_array(rgb, model, work_size))
-    if alpha is not None:
-        out.putalpha(alpha)
-    return out
+    return np.asarray(protect_image(Image.fromarray(rgb, "RGB"), model, work_size, detector=detector, options=options))
