@@ -1,0 +1,123 @@
+"""Shared helpers for the device-runtime tests (imported by test_runtime_*.py; no tests here).
+
+Models are built directly with build_onnx from HyperNet-generated tiny weights (fast), with
+the real metadata; photos are generated (skimage's astronaut has a real face).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRFD = ("models", "scrfd_2.5g_bnkps.onnx")
+
+
+def tiny_params(seed: int = 0, structure: str = "tiny") -> tuple[object, dict[str, np.ndarray]]:
+    import torch
+
+    from hyperobf.models.hypernet import HyperNet
+    from hyperobf.spec import builtin_spec
+
+    spec = builtin_spec(structure)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        params = HyperNet(spec).generate(1)
+    return spec, {k: v[0].numpy().copy() for k, v in params.items()}
+
+
+def build_model(path: Path, shape: str = "dynamic", seed: int = 0, structure: str = "tiny",
+                meta_overrides: dict[str, str] | None = None) -> Path:
+    """Write a MaskNet ONNX file with real metadata (optionally tampered) and return its path."""
+    from hyperobf.export.onnx_graph import build_onnx
+    from hyperobf.model_meta import build_metadata
+
+    spec, params = tiny_params(seed, structure)
+    meta = build_metadata(spec, f"user{seed:04d}", "0" * 64, shape=shape)
+    meta.update(meta_overrides or {})
+    path.write_bytes(build_onnx(spec, params, shape, meta).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("runtime_models")
+    return {"dynamic": build_model(d / "dyn.onnx", "dynamic"), "fixed": build_model(d / "fixed.onnx", "fixed")}
+
+
+def write_manifest(path: Path, model: Path, sha: str | None = None) -> Path:
+    sha = sha or hashlib.sha256(model.read_bytes()).hexdigest()
+    path.write_text(json.dumps({"file": model.name, "sha256": sha}) + "\n")
+    return path
+
+
+def astronaut() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+def noise_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """{relative path: (bytes, mtime_ns)} of every file under folder (hidden temp files included)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bytes(width: int, height: int, idat: bytes) -> bytes:
+    """A greyscale 8-bit PNG with the given IHDR size and raw IDAT payload."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def bomb_png(side: int = 9500) -> bytes:
+    """A *valid* PNG of side² black pixels (90 MP for 9500, above Pillow's 89.5 MP limit) in ~90 KB."""
+    c = zlib.compressobj(1)
+    row = bytes(side + 1)  # filter byte + pixels
+    chunks, left = [], side
+    while left:
+        n = min(left, 512)
+        chunks.append(c.compress(row * n))
+        left -= n
+    chunks.append(c.flush())
+    return png_bytes(side, side, b"".join(chunks))
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG that claims width×height but holds almost no data (decoding it would fail)."""
+    return png_bytes(width, height, zlib.compress(bytes(64)))
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    b = io.BytesIO()
+    img.save(b, format=fmt, **kw)
+    return b.getvalue()
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not any(p.name.endswith(".tmp") for p in folder.rglob("*"))
+
+
+def env_without_torch(tmp: Path) -> dict[str, str]:
+    """Environment whose PYTHONPATH puts a poisoned `torch` first: importing it raises."""
+    poison = tmp / "poison" / "torch"
+    poison.mkdir(parents=True, exist_ok=True)
+    (poison / "__init__.py").write_text("raise ImportError('torch was imported by the device runtime')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tmp / "poison") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
