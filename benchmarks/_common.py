@@ -61,6 +61,9 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
 def print_table(rows: list[dict], cols: list[str], title: str = "") -> None:
     if title:
         print(title)
+    if not rows:
+        print("(no rows)")
+        return
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
     print("  ".join(c.rjust(widths[c]) for c in cols))
     for r in rows:
