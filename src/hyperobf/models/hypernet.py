@@ -58,8 +58,12 @@ class HyperNet(nn.Module):
             last.bias.zero_()
 
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        # z is drawn where the generator lives (a seeded CPU generator keeps training reproducible across
+        # devices); without one it is drawn on the HyperNet's own device: on a GPU, host-side randn + copy
+        # cost more than generating 10^4 nets (benchmarks/bench_generate.py).
         dev = next(self.parameters()).device
-        return torch.randn(n, self.cfg.z_dim, generator=generator, device="cpu").to(dev)
+        src = generator.device if generator is not None else dev
+        return torch.randn(n, self.cfg.z_dim, generator=generator, device=src).to(dev)
 
     def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """z: (n, z_dim) -> {param name: (n, *shape)} in spec order."""
