@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,9 +39,11 @@ def activation_bytes(spec: MaskNetSpec, k: int, b: int, size: int, elem: int) ->
     return k * b * elem * (2 * max(chans) + 3 * size * size * 3)
 
 
-def bench_torch(spec: MaskNetSpec, hyper: HyperNet, args: argparse.Namespace, device: str) -> list[dict]:
-    rows = []
+def bench_torch(spec: MaskNetSpec, hyper: HyperNet, args: argparse.Namespace, device: str, rows: list[dict],
+                save: Callable[[], object]) -> None:
+    """Appends one row per (dtype, K, impl) to ``rows``; ``save()`` after each K (a cut-off run keeps its data)."""
     cuda = device == "cuda"
+    t0 = time.perf_counter()
     free = torch.cuda.mem_get_info()[0] if cuda else args.max_mem_gb * 2**30
     for dname in args.dtypes.split(","):
         dt = DTYPES[dname]
@@ -48,6 +51,9 @@ def bench_torch(spec: MaskNetSpec, hyper: HyperNet, args: argparse.Namespace, de
             need = activation_bytes(spec, k, args.images_per_net, args.size, torch.empty((), dtype=dt).element_size())
             base = {"k": k, "b": args.images_per_net, "size": args.size, "dtype": dname, "device": device,
                     "est_mem_mb": round(need / 2**20)}
+            if args.budget_s and time.perf_counter() - t0 > args.budget_s:
+                rows.append({**base, "impl": "batched", "skipped": f"time budget of {args.budget_s} s spent"})
+                continue
             if need > 0.8 * free:
                 rows.append({**base, "impl": "batched", "skipped": f"needs ~{need / 2**30:.1f} GiB, limit {free / 2**30:.1f} GiB"})
                 print(f"  {dname} K={k}: skipped ({rows[-1]['skipped']})", flush=True)
@@ -79,7 +85,7 @@ def bench_torch(spec: MaskNetSpec, hyper: HyperNet, args: argparse.Namespace, de
                 del params, x, calls
                 if cuda:
                     torch.cuda.empty_cache()
-    return rows
+            save()
 
 
 def bench_ort_cuda(spec: MaskNetSpec, hyper: HyperNet, repeats: int) -> list[dict]:
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--loop-max", type=int, default=256, help="largest K also run as K separate calls")
     p.add_argument("--max-mem-gb", type=float, default=4.0, help="cpu: skip K whose activations exceed this")
+    p.add_argument("--budget-s", type=float, default=0, help="skip the remaining K after this many seconds (0: no limit)")
     p.add_argument("--no-ort", action="store_true", help="skip the onnxruntime CUDA EP check")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -144,18 +151,24 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"batched apply: structure {spec.name}, {args.size}^2, {args.images_per_net} image(s) per net, device {device}, "
           f"threads {threads}, load {load_start}", flush=True)
     t0 = time.perf_counter()
-    rows = bench_torch(spec, hyper, args, device)
-    if device == "cuda" and not args.no_ort:
-        rows += bench_ort_cuda(spec, hyper, args.repeats)
+    rows: list[dict] = []
     payload = {"benchmark": "batched_apply", "device": device, "torch": torch_info(device), "structure": spec.name,
-               "cudnn_benchmark": device == "cuda", "load_start": load_start, "load_end": loadavg(),
-               "seconds_total": time.perf_counter() - t0,
+               "cudnn_benchmark": device == "cuda", "load_start": load_start, "complete": False,
                "notes": ["batched = one apply_batched call: K nets as K conv groups, each on its own images",
                          "loop = K separate apply_batched calls of one net each (run for K <= --loop-max)",
                          "images_per_s = K * images_per_net / median seconds; weights are random HyperNet outputs "
                          "(cost does not depend on them)"],
                "rows": rows}
-    path = write_json(args.name, payload, args.out)
+
+    def save() -> Path:
+        payload.update(load_end=loadavg(), seconds_total=round(time.perf_counter() - t0, 2))
+        return write_json(args.name, payload, args.out)
+
+    bench_torch(spec, hyper, args, device, rows, save)
+    if device == "cuda" and not args.no_ort:
+        rows += bench_ort_cuda(spec, hyper, args.repeats)
+    payload["complete"] = True
+    path = save()
     print_table(rows, ["impl", "dtype", "k", "b", "size", "seconds", "images_per_s", "ms_per_image", "peak_mem_mb", "skipped"],
                 title=f"\nbatched apply ({device})")
     print(f"\nwrote {path}")

@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_bf16_native": cpu_bf16_native() if device == "cpu" else None,
         "notes": [
             "seconds = median over repeats after a warm-up call; cuda times are CUDA events (wall_s: host clock + sync)",
-            "hypernet = HyperNet.generate(n) (fp32/tf32) or HyperNet(sample_z(n)) on a bf16 copy; z is drawn on the host",
+            "hypernet = HyperNet.generate(n) (fp32/tf32) or HyperNet(sample_z(n)) on a bf16 copy; z drawn on the device",
             "reference = minimal batched HyperNet, same matmuls (weights copied, outputs checked equal), z drawn on device",
             f"loop = one HyperNet.generate(1) call per net, measured up to N={args.loop_cap} only (nothing extrapolated)",
             "host_copy = every generated tensor copied to pageable host memory inside the timed call (cuda only; "
