@@ -88,12 +88,12 @@ step() {  # step NAME TIMEOUT_S CMD...: run with a hard time limit, report rc an
 # 1. generation: all N, fp32/tf32/bf16, +- host copy, reference, loop (<= 1000), one ensemble member.
 #    --budget-s stops starting new measurements in time; the JSON is rewritten as rows come in.
 step generation 150 "$PY" "$REPO/benchmarks/bench_generate.py" --device "$DEVICE" --out "$OUT" --no-plot \
-  --budget-s 90 "${QUICK_GEN[@]}"
+  --budget-s 90 ${QUICK_GEN[@]+"${QUICK_GEN[@]}"}
 GEN_RC=$?
 
 # 2. K users' nets in one batched call (K = 1, 16, 256, 1024; fp32, bf16) + onnxruntime CUDA EP if present.
 step batched_apply 80 "$PY" "$REPO/benchmarks/bench_batched_apply.py" --device "$DEVICE" --out "$OUT" --no-plot --budget-s 50 \
-  "${QUICK_APPLY[@]}"
+  ${QUICK_APPLY[@]+"${QUICK_APPLY[@]}"}
 
 # 3. plots from whatever JSON is there, and the target check (generation: <= 1.5x the batched reference).
 step plots 60 "$PY" "$REPO/benchmarks/plots.py" "$OUT"
