@@ -100,12 +100,13 @@ def output_path(src: Path, out_dir: Path | None, fmt: str | None, root: Path | N
 
 
 @contextlib.contextmanager
-def _pixel_limit(max_pixels: int):
-    """Let Pillow open headers up to ``max_pixels`` (its own check fires at 2× its limit)."""
+def _header_only_open():
+    """Pillow's own bomb check off while ``Image.open`` reads the header: our check right after
+    it reports the size and honours ``max_pixels``. Decoding happens later, after that check."""
     with _limit_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max(max_pixels, old or 0)
+        Image.MAX_IMAGE_PIXELS = None
         try:
             yield
         finally:
@@ -120,12 +121,19 @@ def _too_large(name: str, w: int, h: int, max_pixels: int) -> InputError:
 def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
     """Open, size-check, fully decode and orientation-correct an image; InputError with a one-line reason."""
     register_plugins()
+    with warnings.catch_warnings():
+        # Decoders warn (multi-line) about odd but readable files; the result or the InputError says enough.
+        warnings.simplefilter("ignore")
+        return _open_image(path, max_pixels)
+
+
+def _open_image(path: Path, max_pixels: int) -> Loaded:
     try:
         if path.is_dir():
             raise InputError(f"{path}: is a folder")
         if path.stat().st_size == 0:
             raise InputError(f"{path.name}: empty file")
-        with _pixel_limit(max_pixels):
+        with _header_only_open():
             im = Image.open(path)  # reads the header only
         with im:
             w, h = im.size
