@@ -70,7 +70,8 @@ def make_service(psp_engine, db_url: str, **cfg_changes):  # noqa: ANN001, ANN20
 
     z_sampler = cfg_changes.pop("z_sampler", None)
     verifier = cfg_changes.pop("verifier_obj", None)
-    cfg = PSPConfig(checkpoint="(engine given)", db_url=db_url, device="cpu", max_wait_ms=2.0, **cfg_changes)
+    cfg = PSPConfig(**{"checkpoint": "(engine given)", "db_url": db_url, "device": "cpu", "max_wait_ms": 2.0,
+                       **cfg_changes})
     box = SecretBox([Fernet.generate_key()])
     return build_service(cfg, engine=psp_engine, box=box, verifier=verifier, z_sampler=z_sampler)
 
