@@ -198,3 +198,23 @@ def read_json(path: Path) -> dict | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def contention_probe(samples: int = 40) -> dict:
+    """Median/max microseconds of a tiny elementwise op at torch's current thread count.
+
+    On an idle machine this is tens of microseconds; when a neighbour process holds one of the cores, every
+    parallel region waits for the descheduled worker thread and it jumps to milliseconds. The load average
+    only hints at that; this shows it directly (stored with the results).
+    """
+    import torch
+
+    x = torch.rand(1 << 16)
+    torch.add(x, 1.0)
+    times = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        torch.add(x, 1.0)
+        times.append((time.perf_counter() - t) * 1e6)
+    return {"threads": torch.get_num_threads(), "median_us": round(statistics.median(times), 1),
+            "max_us": round(max(times), 1), "loadavg": loadavg()}

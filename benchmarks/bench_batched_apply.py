@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks._common import (RESULTS, loadavg, peak_rss_mb, pin_threads, print_table, reset_peak_rss,  # noqa: E402
+from benchmarks._common import (RESULTS, contention_probe, loadavg, peak_rss_mb, pin_threads, print_table, reset_peak_rss,  # noqa: E402
                                 timing_stats, torch_info, write_json)
 from hyperobf.models.hypernet import HyperNet  # noqa: E402
 from hyperobf.models.masknet import apply_batched  # noqa: E402
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows: list[dict] = []
     payload = {"benchmark": "batched_apply", "device": device, "torch": torch_info(device), "structure": spec.name,
                "cudnn_benchmark": device == "cuda", "load_start": load_start, "complete": False,
+               "contention_probe_start": contention_probe(),
                "notes": ["batched = one apply_batched call: K nets as K conv groups, each on its own images",
                          "loop = K separate apply_batched calls of one net each (run for K <= --loop-max)",
                          "images_per_s = K * images_per_net / median seconds; weights are random HyperNet outputs "

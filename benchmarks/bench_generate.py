@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` imp
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks._common import (RESULTS, loadavg, peak_rss_mb, pin_threads, print_table, reset_peak_rss,  # noqa: E402
+from benchmarks._common import (RESULTS, contention_probe, loadavg, peak_rss_mb, pin_threads, print_table, reset_peak_rss,  # noqa: E402
                                 rss_mb, timing_stats, torch_info, write_json)
 from hyperobf.models.hypernet import HyperNet, HyperNetConfig  # noqa: E402
 from hyperobf.spec import MaskNetSpec, builtin_spec  # noqa: E402
@@ -319,6 +319,10 @@ def main(argv: list[str] | None = None) -> dict:
     device, ns, dtypes, hosts = resolve(args)
     threads = pin_threads(args.threads or (2 if device == "cpu" else os.cpu_count() or 1))
     t_start, load_start = time.perf_counter(), loadavg()
+    probe = contention_probe()
+    if probe["threads"] > 1 and probe["median_us"] > 1000:
+        print(f"WARNING: contended machine: a tiny {probe['threads']}-thread op takes {probe['median_us']:.0f} us "
+              f"(load {load_start}); CPU timings will be inflated: rerun when idle", flush=True)
 
     hyper, weights_note = load_hypernet(args)
     hyper = hyper.to(device).eval()
@@ -336,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
         "structure": spec.name, "spec_digest": spec.digest(), "hypernet_config": hyper.config_dict(),
         "hypernet_params": sum(p.numel() for p in hyper.parameters()), "outputs_per_net": per_net,
         "weights": weights_note, "reference_max_abs_diff": diff, "load_start": load_start,
+        "contention_probe_start": probe,
         "cpu_bf16_native": cpu_bf16_native() if device == "cpu" else None,
         "notes": [
             "seconds = median over repeats after a warm-up call; cuda times are CUDA events (wall_s: host clock + sync)",
@@ -344,7 +349,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"loop = one HyperNet.generate(1) call per net, measured up to N={args.loop_cap} only (nothing extrapolated)",
             "host_copy = every generated tensor copied to pageable host memory inside the timed call (cuda only; "
             "on cpu the nets are already in host memory)",
-            "chunk = N generated in chunks, each chunk dropped after use (streaming consumer); peak memory per row",
+            "chunk = N generated in chunks, each chunk dropped after use (streaming consumer); peak memory per row; "
+            "out_mb = output of one call (of one chunk when chunked)",
+            "contention_probe = us per tiny elementwise op at the pinned thread count: tens of us when the cores "
+            "are free, milliseconds when a neighbour holds one (then CPU timings are inflated)",
             "ensemble_member = training ONE MaskNet for a stated number of steps (see its note)",
         ],
         "thesis": THESIS, "rows": rows, "skipped_for_budget": skipped,
@@ -352,6 +360,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def save() -> Path:
         payload["load_end"] = loadavg()
+        if device == "cpu":
+            payload["contention_probe_end"] = contention_probe()
         payload["seconds_total"] = round(time.perf_counter() - t_start, 2)
         payload["ratios"] = [
             {"n": a["n"], "dtype": a["dtype"], "host_copy": a["host_copy"], "hypernet_s": a["seconds"],
