@@ -18,6 +18,9 @@ class TrainConfig:
     objective: str = "classifier"  # classifier | feature
     feature_mode: str = "targeted"  # targeted | untargeted (feature objective only)
     embedder: str = ""  # ONNX face embedder for the feature objective
+    embedder_size: int = 0  # embedder input side; 0 = the ONNX model's declared size
+    embedder_mean: float = 127.5  # embedder input = (x·255 − mean) / std  (ArcFace / mobilefacenet)
+    embedder_std: float = 128.0
     # loss weights (Eq. 4.4 and Eq. 2.5)
     lambda_div: float = 1.0
     alpha: float = 0.0
@@ -36,8 +39,13 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = False
-    compile: bool = False
+    amp: bool = False  # CUDA only: bfloat16 autocast for MaskNet and objective forward passes
+    compile: bool = False  # torch.compile the embedder / surrogate classifier
+    deterministic: bool = False  # CUDA: deterministic kernels (slower), for bit-reproducible runs
+    grad_clip: float = 0.0  # max global grad norm of the source; 0 = off
+    # per-epoch evaluation on held-out faces
+    eval_images: int = 64
+    eval_nets: int = 4
     # data
     data: str = ""  # ImageFolder root; "" = the embedded synthetic set
     holdout_fraction: float = 0.1
@@ -82,6 +90,20 @@ class TrainConfig:
             raise ValueError("objective 'feature' needs an ONNX face embedder (embedder = PATH)")
         if self.epochs < 1 or self.batch_images < 1 or self.nets_per_step < 1:
             raise ValueError("epochs, batch_images and nets_per_step must be >= 1")
+        if self.feature_mode not in ("targeted", "untargeted"):
+            raise ValueError(f"unknown feature_mode {self.feature_mode!r} (targeted | untargeted)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r} (auto | cpu | cuda)")
+        if not (0 <= self.jpeg_prob <= 1 and 0 <= self.resize_prob <= 1):
+            raise ValueError("jpeg_prob and resize_prob must be in [0, 1]")
+        lo, hi = self.jpeg_quality
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError("jpeg_quality must be [lo, hi] with 1 <= lo <= hi <= 100")
+        lo, hi = self.resize_range
+        if not 0 < lo <= hi <= 1:
+            raise ValueError("resize_range must be [lo, hi] with 0 < lo <= hi <= 1")
+        if self.eval_images < 1 or self.eval_nets < 1:
+            raise ValueError("eval_images and eval_nets must be >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)

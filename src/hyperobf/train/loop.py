@@ -2,10 +2,15 @@
 
 Each step samples ``nets_per_step`` MaskNets from the source and gives each its own
 ``batch_images`` faces; all nets run in one grouped-conv pass (models.masknet.apply_batched).
+Baselines (static / ensemble / mcdropout) share this path; they are trained without the
+diversity term and the hinge: J = J1 + λ_dssim·max(DSSIM − ρ, 0).
+Optional: upload augmentation between MaskNet and loss, bf16 autocast on CUDA, torch.compile,
+multi-GPU under torchrun (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -15,22 +20,26 @@ from typing import Callable
 
 import torch
 
-from ..models.hypernet import conv_param_variance
 from ..models.masknet import apply_batched
 from ..spec import builtin_spec
+from . import distributed
 from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from .config import TrainConfig
 from .data import FaceSet, load_image_folder, split_holdout, synthetic_faces
-from .losses import budget_penalty, diversity_loss, dssim, psnr, total_loss
+from .diversity import param_variance
+from .evaluate import evaluate_epoch, evaluate_quality  # noqa: F401  (evaluate_quality: public here too)
+from .losses import budget_penalty, diversity_loss, dssim, total_loss
 from .objectives import build_objective
 from .sources import build_source
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -38,6 +47,11 @@ def load_faces(cfg: TrainConfig) -> FaceSet:
     if cfg.data:
         return load_image_folder(cfg.data, max_identities=cfg.max_identities, max_per_identity=cfg.max_per_identity)
     return synthetic_faces(seed=cfg.seed)
+
+
+def training_split(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
+    """(train, held-out) faces exactly as :func:`train` splits them (for later evaluation)."""
+    return split_holdout(load_faces(cfg), cfg.holdout_fraction, cfg.seed)
 
 
 @dataclass
@@ -55,20 +69,15 @@ def _augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.T
     return upload_augment(x, cfg, gen)
 
 
-@torch.no_grad()
-def evaluate_quality(source, spec, faces: FaceSet, device, gen: torch.Generator, n_nets: int = 4) -> dict:
-    """Held-out image quality of freshly sampled nets: mean/max DSSIM, mean PSNR, max |δ|."""
-    x = faces.float().to(device)
-    params = source.sample(n_nets, gen)
-    xs = x.unsqueeze(0).expand(n_nets, *x.shape)
-    y = apply_batched(spec, params, xs)
-    d = dssim(y.flatten(0, 1), xs.flatten(0, 1))
-    return {
-        "dssim_mean": float(d.mean()),
-        "dssim_max": float(d.max()),
-        "psnr_mean": float(psnr(y.flatten(0, 1), xs.flatten(0, 1)).mean()),
-        "delta_max": float((y - xs).abs().max()),
-    }
+def _seed_everything(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> torch.Generator:
+    torch.manual_seed(cfg.seed + info.rank)
+    if device.type == "cuda" and cfg.deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    # all sampling (faces, z, dropout masks, augmentation) goes through this generator -> resumable;
+    # rank 0 of a multi-GPU run draws exactly what a single process would
+    return torch.Generator().manual_seed(cfg.seed + 104729 * info.rank)
 
 
 def train(
@@ -79,22 +88,37 @@ def train(
 ) -> TrainResult:
     """Train per ``cfg``; writes checkpoint.pt, config.json and metrics.jsonl into out_dir."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)  # all sampling goes through this (resumable)
+    info = distributed.setup("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = pick_device(cfg.device, info.local_rank)
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+    gen = _seed_everything(cfg, info, device)
+    amp = cfg.amp and device.type == "cuda"
 
     spec = builtin_spec(cfg.structure, cfg.rho_pixel)
     faces = load_faces(cfg)
     train_set, hold = split_holdout(faces, cfg.holdout_fraction, cfg.seed)
-    hold = hold.subset(torch.arange(min(len(hold), 64)))
+    hold = hold.subset(torch.arange(min(len(hold), cfg.eval_images)))
     source = build_source(spec, cfg).to(device)
     objective = build_objective(cfg, len(faces.classes)).to(device)
+    x_all = train_set.float().to(device)
+    y_all = train_set.labels.to(device)
+    if hasattr(objective, "prepare"):  # feature objective: identity centroids -> anchors
+        objective.prepare(x_all, y_all, len(faces.classes))
+    if cfg.compile:
+        for name in ("embedder", "clf"):
+            if hasattr(objective, name):
+                getattr(objective, name).compile()
+    clean_emb = None
+    if hasattr(objective, "embed") and len(hold):
+        from .feature import embed_all
+
+        clean_emb = embed_all(objective.embed, hold.float().to(device))
     opt = torch.optim.Adam(source.parameters(), lr=cfg.lr)
     start_epoch, metrics = 0, []
     if resume:
         state = torch.load(resume, map_location=device, weights_only=False)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"cannot resume from {resume}: not a HyperObf checkpoint")
         source.load_state_dict(state["source"])
         objective.load_state_dict(state["objective"])
@@ -103,46 +127,64 @@ def train(
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, metrics = state["epoch"], state["metrics"]
-    cfg.save(out / "config.json")
+        if info.active:  # other ranks continue from fresh, distinct streams (not bit-identical)
+            gen.manual_seed(cfg.seed + 104729 * info.rank + 7 * start_epoch)
+    if info.main:
+        cfg.save(out / "config.json")
 
-    n, b = cfg.nets_per_step, cfg.batch_images
+    independent = getattr(source, "independent", False)
+    n, b = getattr(source, "train_nets", cfg.nets_per_step), cfg.batch_images
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(train_set) / (n * b)))
-    x_all = train_set.float().to(device)
-    y_all = train_set.labels.to(device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     t0 = time.perf_counter()
-    log = open(out / "metrics.jsonl", "a" if resume else "w")
+    log = open(out / "metrics.jsonl", "a" if resume else "w") if info.main else None
     for epoch in range(start_epoch, cfg.epochs):
         source.train()
-        sums = {"J": 0.0, "J1": 0.0, "J2": 0.0, "dssim": 0.0, "param_var": 0.0, "clf_loss": 0.0}
+        sums = {"J": 0.0, "J1": 0.0, "J2": 0.0, "dssim": 0.0, "dssim_max": 0.0, "param_var": 0.0, "clf_loss": 0.0}
         for _ in range(steps):
             idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)
             x, y = x_all[idx], y_all[idx]
             params = source.sample(n, gen)
-            x_prot = apply_batched(spec, params, x.view(n, b, *x.shape[1:])).flatten(0, 1)  # (n*b, 3, H, W)
-            d = dssim(x_prot, x)
-            j1 = objective.j1(x, _augment(x_prot, cfg, gen), y)
-            var = conv_param_variance(params)
+            with autocast():
+                x_prot = apply_batched(spec, params, x.view(n, b, *x.shape[1:])).flatten(0, 1)  # (n*b, 3, H, W)
+            x_prot = x_prot.float()
+            d = dssim(x_prot, x)  # (n*b,) in float32: SSIM of a 0.03 perturbation needs the precision
+            with autocast():
+                j1 = objective.j1(x, _augment(x_prot, cfg, gen), y).float()
+            var = param_variance(params)
             j2 = diversity_loss(var)
-            loss = total_loss(j1, j2, cfg.lambda_div, cfg.alpha) + cfg.lambda_dssim * budget_penalty(d, cfg.dssim_budget)
+            penalty = cfg.lambda_dssim * budget_penalty(d, cfg.dssim_budget)
+            loss = (j1 if independent else total_loss(j1, j2, cfg.lambda_div, cfg.alpha)) + penalty
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(source, info)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(source.parameters(), cfg.grad_clip)
             opt.step()
-            clf_loss = objective.update(x, x_prot, y)
-            for k, v in (("J", loss), ("J1", j1), ("J2", j2), ("dssim", d.mean()), ("param_var", var), ("clf_loss", clf_loss)):
-                sums[k] += float(v.detach() if torch.is_tensor(v) else v) / steps
+            clf_loss = objective.update(x, x_prot, y, sync=lambda m: distributed.average_gradients(m, info))
+            for k, v in (("J", loss), ("J1", j1), ("J2", j2), ("dssim", d.mean()), ("dssim_max", d.max()),
+                         ("param_var", var), ("clf_loss", clf_loss)):
+                v = float(v.detach() if torch.is_tensor(v) else v)
+                sums[k] = max(sums[k], v) if k == "dssim_max" else sums[k] + v / steps
+        sums = {k: distributed.mean_scalar(v, info, device) for k, v in sums.items()}
         source.eval()
-        row = {"epoch": epoch + 1, **sums, "holdout": evaluate_quality(source, spec, hold, device, gen),
-               "seconds": round(time.perf_counter() - t0, 3)}
-        metrics.append(row)
-        log.write(json.dumps(row) + "\n")
-        log.flush()
-        save_checkpoint(
-            out / "checkpoint.pt", spec, cfg, source,
-            objective=objective.state_dict(), objective_extra=objective.extra_state(),
-            optim=opt.state_dict(), rng=gen.get_state(), torch_rng=torch.get_rng_state(),
-            epoch=epoch + 1, metrics=metrics, classes=faces.classes,
-        )
+        if info.main:
+            row = {"epoch": epoch + 1, **sums,
+                   "holdout": evaluate_epoch(source, spec, hold, device, cfg.seed + 1, cfg.eval_nets,
+                                             objective, clean_emb),
+                   "seconds": round(time.perf_counter() - t0, 3)}
+            metrics.append(row)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            save_checkpoint(
+                out / "checkpoint.pt", spec, cfg, source,
+                objective=objective.state_dict(), objective_extra=objective.extra_state(),
+                optim=opt.state_dict(), rng=gen.get_state(), torch_rng=torch.get_rng_state(),
+                epoch=epoch + 1, metrics=metrics, classes=faces.classes,
+            )
         if progress:
             progress(epoch + 1, cfg.epochs)
-    log.close()
+    if log:
+        log.close()
+    distributed.teardown(info)
     return TrainResult(out / "checkpoint.pt", metrics, time.perf_counter() - t0)

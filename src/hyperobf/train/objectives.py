@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,12 +50,18 @@ class ClassifierObjective(nn.Module):
         p_true = F.softmax(self.clf(x_prot), dim=1).gather(1, y[:, None]).squeeze(1)
         return -torch.log1p(-p_true.clamp(max=1 - 1e-6)).mean()
 
-    def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> float:
-        """One step of the classifier itself on clean and (detached) perturbed faces."""
+    def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor,
+               sync: Callable[[nn.Module], None] | None = None) -> float:
+        """One step of the classifier itself on clean and (detached) perturbed faces.
+
+        ``sync`` (multi-GPU) averages the classifier's gradients across processes before the step.
+        """
         x = torch.cat([x_clean, x_prot.detach()])
         loss = F.cross_entropy(self.clf(x), torch.cat([y, y]))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if sync is not None:
+            sync(self.clf)
         self.opt.step()
         return float(loss.detach())
 

@@ -39,6 +39,7 @@ class StaticSource(nn.Module):
     """The static system: one MaskNet shared by every user."""
 
     method = "static"
+    independent = True  # no diversity term (every "net" is the same one)
 
     def __init__(self, spec: MaskNetSpec, cfg: TrainConfig) -> None:
         super().__init__()

@@ -1,0 +1,206 @@
+"""A small ONNX -> torch converter for frozen face embedders (the feature objective's Φ).
+
+onnx2torch needs torchvision, which cannot be installed here, so this interprets an ONNX
+graph node by node with torch ops. It covers the ops common in face embedders (Conv,
+BatchNormalization, PRelu, Relu, Clip, Add/Sub/Mul/Div, Flatten, Reshape, Gemm, MatMul,
+GlobalAveragePool, Constant, plus the Shape/Gather/Unsqueeze/Concat chain that torch exports
+for ``x.view(x.size(0), -1)``). Weights become *non-persistent* buffers: the module is frozen,
+gradients flow to the input only, and state_dicts (hence our checkpoints) never carry the
+third-party weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Env = dict[str, torch.Tensor]
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, a: dict) -> torch.Tensor:
+    nd = w.dim() - 2
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise ValueError("Conv auto_pad is not supported (export with explicit pads)")
+    pads = list(a.get("pads", [0] * (2 * nd)))
+    strides = a.get("strides", [1] * nd)
+    dil = a.get("dilations", [1] * nd)
+    group = a.get("group", 1)
+    begin, end = pads[:nd], pads[nd:]
+    if begin != end:  # asymmetric: pad explicitly (F.pad wants last dim first)
+        x = F.pad(x, [p for i in reversed(range(nd)) for p in (begin[i], end[i])])
+        begin = [0] * nd
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+    return fn(x, w, b, strides, begin, dil, group)
+
+
+def _gemm(a_: torch.Tensor, b_: torch.Tensor, c: torch.Tensor | None, a: dict) -> torch.Tensor:
+    if a.get("transA", 0):
+        a_ = a_.t()
+    if a.get("transB", 0):
+        b_ = b_.t()
+    y = a.get("alpha", 1.0) * (a_ @ b_)
+    return y if c is None else y + a.get("beta", 1.0) * c
+
+
+class OnnxModule(nn.Module):
+    """Runs an ONNX graph with torch ops. forward(*inputs) -> first graph output (or a tuple).
+
+    ``batch_reshape``: a Reshape whose constant target starts with the graph's fixed batch size
+    (1) keeps the input's batch instead, so models exported with batch 1 run on any batch.
+    """
+
+    def __init__(self, model, batch_reshape: bool = True) -> None:
+        super().__init__()
+        from onnx import numpy_helper
+
+        g = model.graph
+        self.batch_reshape = batch_reshape
+        self._names: dict[str, str] = {}  # ONNX tensor name -> buffer name
+        for t in g.initializer:
+            self._add_const(t.name, numpy_helper.to_array(t))
+        init = {t.name for t in g.initializer}
+        self.input_names = [i.name for i in g.input if i.name not in init]
+        self.output_names = [o.name for o in g.output]
+        self.input_shape = [d.dim_value or None for d in g.input[0].type.tensor_type.shape.dim] if g.input else []
+        self.nodes: list[tuple[str, list[str], list[str], dict]] = []
+        for node in g.node:
+            a = _attrs(node)
+            if node.op_type == "Constant":  # fold into a buffer now
+                self._add_const(node.output[0], _constant_value(a))
+                continue
+            if node.op_type not in _OPS:
+                raise ValueError(f"ONNX op {node.op_type!r} is not supported by hyperobf's converter")
+            self.nodes.append((node.op_type, list(node.input), list(node.output), a))
+        for p in self.buffers():
+            p.requires_grad_(False)
+
+    def _add_const(self, name: str, arr: np.ndarray) -> None:
+        key = f"c{len(self._names)}"
+        self._names[name] = key
+        self.register_buffer(key, torch.from_numpy(np.array(arr, copy=True)), persistent=False)
+
+    def forward(self, *inputs: torch.Tensor):
+        env: Env = {k: getattr(self, v) for k, v in self._names.items()}
+        env.update(zip(self.input_names, inputs))
+        for op, ins, outs, a in self.nodes:
+            args = [env[i] if i else None for i in ins]
+            res = _OPS[op](self, args, a)
+            env[outs[0]] = res
+        out = [env[o] for o in self.output_names]
+        return out[0] if len(out) == 1 else tuple(out)
+
+
+def _constant_value(a: dict) -> np.ndarray:
+    from onnx import numpy_helper
+
+    if "value" in a:
+        return numpy_helper.to_array(a["value"])
+    for key, dtype in (("value_float", np.float32), ("value_int", np.int64),
+                       ("value_floats", np.float32), ("value_ints", np.int64)):
+        if key in a:
+            return np.array(a[key], dtype=dtype)
+    raise ValueError(f"unsupported Constant attributes: {sorted(a)}")
+
+
+def _reshape(m: OnnxModule, args: list, a: dict) -> torch.Tensor:
+    x, shape = args[0], [int(s) for s in args[1].tolist()]
+    if not a.get("allowzero", 0):  # 0 = copy that dimension from the input
+        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    if m.batch_reshape and shape and shape[0] == 1 and x.shape[0] != 1:
+        shape[0] = x.shape[0]
+    return x.reshape(shape)
+
+
+def _clip(args: list, a: dict) -> torch.Tensor:
+    lo = args[1] if len(args) > 1 and args[1] is not None else a.get("min")  # opset >= 11: inputs
+    hi = args[2] if len(args) > 2 and args[2] is not None else a.get("max")
+    lo = float(lo) if lo is not None else None
+    hi = float(hi) if hi is not None else None
+    return args[0].clamp(lo, hi)
+
+
+def _unsqueeze(args: list, a: dict) -> torch.Tensor:
+    x = args[0]
+    axes = args[1].tolist() if len(args) > 1 else a["axes"]
+    for ax in sorted(ax % (x.dim() + len(axes)) for ax in axes):
+        x = x.unsqueeze(ax)
+    return x
+
+
+def _squeeze(args: list, a: dict) -> torch.Tensor:
+    x = args[0]
+    axes = args[1].tolist() if len(args) > 1 and args[1] is not None else a.get("axes")
+    if axes is None:
+        return x.squeeze()
+    for ax in sorted((ax % x.dim() for ax in axes), reverse=True):
+        x = x.squeeze(ax)
+    return x
+
+
+def _pool(args: list, a: dict, kind: str) -> torch.Tensor:
+    k = a["kernel_shape"]
+    nd = len(k)
+    pads = list(a.get("pads", [0] * (2 * nd)))
+    if pads[:nd] != pads[nd:]:
+        raise ValueError(f"{kind} with asymmetric pads is not supported")
+    s = a.get("strides", [1] * nd)
+    if kind == "max":
+        return F.max_pool2d(args[0], k, s, pads[:nd], ceil_mode=bool(a.get("ceil_mode", 0)))
+    return F.avg_pool2d(args[0], k, s, pads[:nd], ceil_mode=bool(a.get("ceil_mode", 0)),
+                        count_include_pad=bool(a.get("count_include_pad", 0)))
+
+
+_OPS: dict[str, Callable[[OnnxModule, list, dict], torch.Tensor]] = {
+    "Conv": lambda m, x, a: _conv(x[0], x[1], x[2] if len(x) > 2 else None, a),
+    "BatchNormalization": lambda m, x, a: F.batch_norm(x[0], x[3], x[4], x[1], x[2], False, 0.0, a.get("epsilon", 1e-5)),
+    "PRelu": lambda m, x, a: torch.where(x[0] >= 0, x[0], x[0] * x[1]),
+    "Relu": lambda m, x, a: F.relu(x[0]),
+    "Sigmoid": lambda m, x, a: torch.sigmoid(x[0]),
+    "LeakyRelu": lambda m, x, a: F.leaky_relu(x[0], a.get("alpha", 0.01)),
+    "Clip": lambda m, x, a: _clip(x, a),
+    "Add": lambda m, x, a: x[0] + x[1],
+    "Sub": lambda m, x, a: x[0] - x[1],
+    "Mul": lambda m, x, a: x[0] * x[1],
+    "Div": lambda m, x, a: x[0] / x[1],
+    "Identity": lambda m, x, a: x[0],
+    "Dropout": lambda m, x, a: x[0],  # inference graph
+    "Flatten": lambda m, x, a: x[0].reshape(int(np.prod(x[0].shape[: a.get("axis", 1)])), -1),
+    "Reshape": _reshape,
+    "Gemm": lambda m, x, a: _gemm(x[0], x[1], x[2] if len(x) > 2 else None, a),
+    "MatMul": lambda m, x, a: x[0] @ x[1],
+    "GlobalAveragePool": lambda m, x, a: x[0].mean(dim=tuple(range(2, x[0].dim())), keepdim=True),
+    "MaxPool": lambda m, x, a: _pool(x, a, "max"),
+    "AveragePool": lambda m, x, a: _pool(x, a, "avg"),
+    "Transpose": lambda m, x, a: x[0].permute(*(a.get("perm") or reversed(range(x[0].dim())))),
+    "Shape": lambda m, x, a: torch.tensor(x[0].shape, dtype=torch.int64, device=x[0].device),
+    "Gather": lambda m, x, a: torch.index_select(x[0], a.get("axis", 0), x[1].reshape(-1).long()).reshape(
+        *x[0].shape[: a.get("axis", 0)], *x[1].shape, *x[0].shape[a.get("axis", 0) + 1:]),
+    "Unsqueeze": lambda m, x, a: _unsqueeze(x, a),
+    "Squeeze": lambda m, x, a: _squeeze(x, a),
+    "Concat": lambda m, x, a: torch.cat(x, dim=a["axis"]),
+}
+
+
+def load_onnx_module(path: str | Path, batch_reshape: bool = True) -> OnnxModule:
+    """Load an ONNX file as a frozen torch module (eval mode); ValueError for unsupported graphs."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise ValueError(f"not an ONNX model ({path.name}): {type(e).__name__}") from None
+    return OnnxModule(model, batch_reshape).eval()

@@ -1,0 +1,127 @@
+"""Feature-space objective (Fawkes-style, seed Eq. 2.2–2.5) under a frozen pretrained embedder Φ.
+
+* untargeted: J1 = mean cos(Φ(x), Φ(x ⊕ δ)) — push each protected face away from itself;
+* targeted:   J1 = mean (1 − cos(Φ(x ⊕ δ), a_y)) — pull it toward the anchor a_y of identity y,
+  the centroid of the training identity farthest from y's own centroid (as Fawkes picks a
+  dissimilar target class).
+Lower J1 = better protection for both. Φ is any ONNX face embedder, converted by
+:mod:`hyperobf.models.onnx_torch`; its weights never enter a state_dict or checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+
+
+class Embedder(nn.Module):
+    """x in [0, 1], (B, 3, H, W) -> L2-normalised embeddings (B, D).
+
+    Preprocessing (mobilefacenet / ArcFace): resize to the net's input size if needed, then
+    (x·255 − mean) / std, e.g. (x·255 − 127.5) / 128.
+    """
+
+    def __init__(self, net: nn.Module, size: int = 112, mean: float = 127.5, std: float = 128.0) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.size, self.mean, self.std = size, mean, std
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.channels_last = True  # depthwise convs run ~2x faster channels-last on CPU and CUDA
+
+    def train(self, mode: bool = True) -> "Embedder":  # Φ is frozen: always eval (BatchNorm stats fixed)
+        super().train(False)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        x = (x * 255.0 - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        e = self.net(x).flatten(1).float()
+        return F.normalize(e, dim=1)
+
+
+def load_embedder(path: str | Path, size: int = 0, mean: float = 127.5, std: float = 128.0) -> Embedder:
+    """ONNX embedder file -> frozen :class:`Embedder`; size 0 = the model's declared input size."""
+    from ..models.onnx_torch import load_onnx_module
+
+    net = load_onnx_module(path)
+    if not size:
+        dims = net.input_shape
+        size = int(dims[-1]) if len(dims) == 4 and dims[-1] else 112
+    return Embedder(net.to(memory_format=torch.channels_last), size, mean, std)
+
+
+@torch.no_grad()
+def embed_all(embedder: nn.Module, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """Embeddings of a whole set in chunks: x (N, 3, H, W) in [0, 1] -> (N, D)."""
+    return torch.cat([embedder(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def identity_centroids(emb: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Normalised mean embedding per identity: emb (N, D), labels (N,) -> (n_classes, D)."""
+    c = torch.zeros(n_classes, emb.shape[1], device=emb.device).index_add_(0, labels, emb)
+    return F.normalize(c, dim=1)
+
+
+def farthest_anchors(centroids: torch.Tensor) -> torch.Tensor:
+    """Per identity, the index of the other identity whose centroid is least similar: (K,) int64."""
+    sim = centroids @ centroids.T
+    sim.fill_diagonal_(float("inf"))
+    return sim.argmin(dim=1)
+
+
+class FeatureObjective(nn.Module):
+    """J1 under a frozen embedder; ``prepare`` computes the identity centroids and anchors."""
+
+    name = "feature"
+
+    def __init__(self, cfg: TrainConfig, anchors: torch.Tensor | None = None, embedder: nn.Module | None = None) -> None:
+        super().__init__()
+        if cfg.feature_mode not in ("targeted", "untargeted"):
+            raise ValueError(f"unknown feature_mode {cfg.feature_mode!r} (targeted | untargeted)")
+        self.mode = cfg.feature_mode
+        self.embedder = embedder if embedder is not None else load_embedder(
+            cfg.embedder, cfg.embedder_size, cfg.embedder_mean, cfg.embedder_std)
+        # anchors[y]: (D,) unit target embedding for identity y (targeted mode); persistent so that a
+        # checkpoint records which target each identity was trained toward
+        self.register_buffer("anchors", anchors if anchors is not None else torch.zeros(0))
+        self.register_buffer("anchor_ids", torch.zeros(0, dtype=torch.int64))
+
+    @torch.no_grad()
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> None:
+        """Centroids of the clean training faces x (N, 3, H, W) with labels y -> farthest-identity anchors."""
+        if self.mode != "targeted" or self.anchors.numel():
+            return
+        cent = identity_centroids(embed_all(self.embedder, x), y, n_classes)
+        self.anchor_ids = farthest_anchors(cent)
+        self.anchors = cent[self.anchor_ids]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedder(x)
+
+    def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        e_prot = self.embedder(x_prot)  # (B, D)
+        if self.mode == "untargeted":
+            with torch.no_grad():
+                e_clean = self.embedder(x_clean)
+            return (e_prot * e_clean).sum(1).mean()
+        if not self.anchors.numel():
+            raise RuntimeError("targeted feature objective needs prepare() (anchors) before training")
+        return (1.0 - (e_prot * self.anchors[y]).sum(1)).mean()
+
+    def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor, sync=None) -> float:
+        return 0.0  # Φ is frozen
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
