@@ -198,3 +198,20 @@ def test_twelve_megapixel_photo_both_modes(detector, models, tmp_path):  # noqa:
         assert r.status == "protected" and r.mode == mode and r.faces == 1, r.message
         assert Image.open(r.dst).size == (4000, 3000)
         assert {"decode", "detect", "perturb", "apply", "encode"} <= set(r.timings)
+
+
+def test_single_face_fast_path_matches_float_path(models):  # noqa: F811
+    from hyperobf.device_runtime.detect import Face
+    from hyperobf.device_runtime.face import _apply_region, face_region_delta, protect_faces
+
+    m = load_model(models["dynamic"])
+    img = Image.fromarray(noise_image(500, 600, seed=11))
+    rot = np.array([[np.cos(0.2), -np.sin(0.2)], [np.sin(0.2), np.cos(0.2)]])
+    for scale, offset in ((3.0, (200.0, 100.0)), (0.5, (20.0, 30.0)), (2.0, (520.0, -60.0))):  # large, tiny, off the edge
+        face = Face((0, 0, 1, 1), 0.9, (template(112) @ rot.T) * scale + np.array(offset))
+        fast, _ = protect_faces(img, [face], m)
+        delta, box, _ = face_region_delta(img, [face], m)
+        ref = _apply_region(img, delta, box)
+        a, b = np.asarray(fast).astype(int), np.asarray(ref).astype(int)
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01, scale
+        assert (a != np.asarray(img)).any()

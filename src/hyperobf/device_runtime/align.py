@@ -53,11 +53,12 @@ def _translate(x: float, y: float) -> np.ndarray:
     return np.array([[1.0, 0, x], [0, 1.0, y], [0, 0, 1.0]])
 
 
-def warp(src: Image.Image, m: np.ndarray, size: tuple[int, int], origin: tuple[int, int] = (0, 0)) -> Image.Image:
+def warp(src: Image.Image, m: np.ndarray, size: tuple[int, int], origin: tuple[int, int] = (0, 0),
+         fill: float | tuple[int, ...] = 0) -> Image.Image:
     """Resample ``src`` through the affine ``m`` (src coords -> destination coords).
 
     Returns the destination window of ``size`` (w, h) whose top-left is ``origin`` in destination
-    coordinates; pixels that fall outside ``src`` are 0. When the warp shrinks by more than
+    coordinates; pixels that fall outside ``src`` are ``fill``. When the warp shrinks by more than
     1.4× (e.g. a 600-pixel face to 112²), the source footprint is first resized with Pillow's
     antialiasing filter, so the warp itself is near scale 1 and bilinear sampling does not alias.
     """
@@ -74,13 +75,13 @@ def warp(src: Image.Image, m: np.ndarray, size: tuple[int, int], origin: tuple[i
         x1 = int(min(src.width, np.ceil(foot[0].max() + margin)))
         y1 = int(min(src.height, np.ceil(foot[1].max() + margin)))
         if x1 <= x0 or y1 <= y0:  # window entirely outside the source
-            return Image.new(src.mode, size)
+            return Image.new(src.mode, size, fill)
         nw, nh = max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s))
         src = src.crop((x0, y0, x1, y1)).resize((nw, nh), Image.BILINEAR)
         shrink = np.diag([nw / (x1 - x0), nh / (y1 - y0), 1.0]) @ _translate(-x0, -y0)
         m = m @ np.linalg.inv(shrink)
     data = (np.linalg.inv(m) @ _translate(*origin))[:2].ravel()
-    return src.transform(size, Image.AFFINE, tuple(data), Image.BILINEAR, fillcolor=0)
+    return src.transform(size, Image.AFFINE, tuple(data), Image.BILINEAR, fillcolor=fill)
 
 
 def footprint(m: np.ndarray, size: int, bounds: tuple[int, int]) -> tuple[int, int, int, int] | None:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from .align import face_to_template, scale_of
 from .detect import Face, FaceDetector
-from .face import FEATHER, face_region_delta
+from .face import FEATHER, protect_faces
 from .model import MaskNetModel
 from .pixels import Pixels, reattach, to_rgb
 from .whole import DEFAULT_WORK_SIZE, MAX_WORK_PIXELS, whole_photo
@@ -67,21 +67,6 @@ class Protection:
     work_shape: tuple[int, int] | None = None  # whole mode: (h, w) at which δ was computed
 
 
-def apply_delta(img: Image.Image, delta: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
-    """clip(img + δ) over ``box`` (x0, y0, x1, y1) of an RGB image; δ (y1-y0, x1-x0, 3) float32 in
-    [0, 1] units. Pixels outside the box are left unchanged (only the box goes through numpy)."""
-    out = img.copy()
-    x0, y0, x1, y1 = box
-    if x1 <= x0 or y1 <= y0:
-        return out
-    region = np.asarray(img.crop(box), np.float32)
-    region += delta * 255.0
-    np.clip(region, 0.0, 255.0, out=region)
-    region += 0.5  # round to nearest (values are non-negative now)
-    out.paste(Image.fromarray(region.astype(np.uint8), "RGB"), (x0, y0))
-    return out
-
-
 def _face_scale(faces: list[Face], size: int) -> float:
     """Median photo->aligned-crop scale over the faces (crop pixels per photo pixel)."""
     return statistics.median(scale_of(face_to_template(f.keypoints, size)) for f in faces)
@@ -105,11 +90,8 @@ def protect_rgb(px: Pixels, model: MaskNetModel, detector: FaceDetector | None =
         timings["detect"] = time.perf_counter() - t
     if mode == "face":
         if faces:
-            delta, box, tm = face_region_delta(img, faces, model, opt.feather)
+            out, tm = protect_faces(img, faces, model, opt.feather)
             timings.update(tm)
-            t = time.perf_counter()
-            out = apply_delta(img, delta, box)
-            timings["apply"] = time.perf_counter() - t
             return Protection(reattach(out, px), "face", len(faces), notes, timings)
         if opt.no_face == "skip":
             return Protection(None, "skipped", 0, notes + ["no face found: skipped"], timings)

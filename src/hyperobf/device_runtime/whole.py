@@ -24,8 +24,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image
 
+from . import codes
 from .model import MaskNetModel
 
 DEFAULT_WORK_SIZE = 192
@@ -97,26 +98,17 @@ def upsample_delta(delta: np.ndarray, h: int, w: int) -> np.ndarray:
 def add_upsampled(img: Image.Image, delta: np.ndarray) -> Image.Image:
     """clip(img + upsample(δ)) for an RGB photo and a working-scale δ (h', w', 3) float32.
 
-    Full-resolution work stays in Pillow's C code, no float copy of the photo: δ is stored as
-    uint8 with 1/k-level steps around 128 (k chosen from max |δ|, e.g. k = 16 for ρ = 0.03),
-    resized bilinearly as an RGB image, turned by a lookup table into 128 + round(δ·255), and
-    added with offset −128 and saturation. Because the photo is integer,
-    round(x + δ) = x + round(δ): the result equals the float path except where the 1/k
-    quantisation moves δ across a rounding boundary (off by one level there).
+    Full-resolution work stays in Pillow's C code, no float copy of the photo (see codes.py);
+    off by at most one grey level from the float path, where δ's quantisation crosses a rounding edge.
     """
     w, h = img.size
-    peak = float(np.abs(delta).max(initial=0.0)) * 255.0
-    k = 64 if peak < 1e-9 else min(64, int(127.0 / peak))
-    if k < 4:  # δ too large for fine uint8 steps (rho_pixel > 0.12): use the float path
+    k = codes.steps_for(delta)
+    if k < codes.MIN_STEPS:  # δ too large for fine uint8 steps: use the float path
         return Image.fromarray(_add_float(np.asarray(img), upsample_delta(delta, h, w)), "RGB")
-    q = np.clip(np.floor(delta * (255.0 * k) + 0.5) + 128.0, 0, 255).astype(np.uint8)
-    big = Image.fromarray(q, "RGB")
+    big = codes.encode(delta, k)
     if big.size != (w, h):
         big = big.resize((w, h), Image.BILINEAR)
-    levels = np.floor((np.arange(256) - 128) / k + 0.5).astype(int)  # uint8 code -> δ in grey levels
-    shifted = big.point(list(np.clip(levels + 128, 0, 255)) * 3)  # 128 + round(δ·255)
-    # ImageChops.add computes x + shifted − 128 in int and saturates once: clip(x + round(δ·255)).
-    return ImageChops.add(img, shifted, scale=1.0, offset=-128)
+    return codes.add(img, big, k)
 
 
 def _add_float(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:
