@@ -13,7 +13,8 @@ import typer
 from .bench_cmd import bench_app
 from .common import fail  # noqa: F401  (re-exported for sub-apps)
 from .protect_cmd import protect
-from .psp_cmds import demo, export, train
+from .export_cmd import export
+from .psp_cmds import demo, train
 from .serve_cmd import serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

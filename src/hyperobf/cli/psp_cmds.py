@@ -1,4 +1,4 @@
-"""PSP-side commands: train, export, demo (torch is imported inside each command)."""
+"""PSP-side commands: train, demo (torch is imported inside each command; export is in export_cmd)."""
 
 from __future__ import annotations
 
@@ -45,35 +45,6 @@ def train(
           f"PSNR {last['holdout']['psnr_mean']:.2f} dB  ({result.seconds:.1f} s)")
 
 
-def export(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained checkpoint.pt.", exists=True, dir_okay=False)],
-    users: Annotated[int, typer.Option("--users", "-n", help="Number of users to issue MaskNets for.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)],
-    shape: Annotated[str, typer.Option(help="fixed (1x3x112x112, mobile) | dynamic (N x 3 x H x W).")] = "fixed",
-    verify: Annotated[str, typer.Option(help="sample | all | none.")] = "sample",
-    seeds_file: Annotated[Optional[Path], typer.Option(help="Keep users' secret z here (mode 0600) for re-issue.", dir_okay=False)] = None,
-) -> None:
-    """Issue per-user MaskNets from a checkpoint: one model file per user plus manifest.jsonl."""
-    if users < 1:
-        fail("--users must be >= 1")
-    if shape not in ("fixed", "dynamic"):
-        fail("--shape must be 'fixed' or 'dynamic'")
-    if verify not in ("sample", "all", "none"):
-        fail("--verify must be sample, all or none")
-    from ..export.issue import issue_users
-    from ..train.checkpoint import load_checkpoint
-
-    with errors_as_one_line(*_BAD_INPUT, AssertionError):
-        loaded = load_checkpoint(checkpoint)
-        report = issue_users(loaded, users, out, shape=shape, verify=verify, seeds_file=seeds_file)
-    s = report.seconds
-    print(f"wrote {report.files} files + {report.manifest} in {s['total']:.2f} s "
-          f"({report.files / max(s['total'], 1e-9):.0f} files/s; generate {s['generate']:.3f} s, write {s['write']:.3f} s, "
-          f"verify {s['verify']:.3f} s)")
-    for fmt, v in report.verified.items():
-        print(f"verified {fmt}: {v}")
-
-
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the demo's files.", file_okay=False)] = Path("hyperobf-demo"),
     data: Annotated[Optional[Path], typer.Option(help="Real faces (ImageFolder); default: embedded sample images.", exists=True, file_okay=False)] = None,
@@ -99,7 +70,7 @@ def demo(
             task = bar.add_task("training tiny HyperNet (structure A)", total=cfg.epochs)
             result = run_train(cfg, out / "run", progress=lambda e, n: bar.update(task, completed=e))
         t_train = time.perf_counter()
-        report = issue_users(load_checkpoint(result.checkpoint), 3, out / "models")
+        report = issue_users(load_checkpoint(result.checkpoint), 3, out / "models", overwrite=True)
         t_export = time.perf_counter()
         if data:
             photo_path = sorted(p for p in sorted(data.iterdir())[0].iterdir() if p.is_file())[0]

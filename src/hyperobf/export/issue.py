@@ -1,26 +1,35 @@
 """Issue N users' MaskNets from a trained checkpoint: CSPRNG latents -> batched generation
--> one model file per user and format -> manifest.jsonl. All files are written into a
-staging folder inside ``out`` and moved into place only when everything succeeded.
+-> one model file (or package) per user, format and precision -> manifest.jsonl.
+
+Users are processed in chunks: generate the chunk's weights once, then for every
+(format, precision) job splice them into that job's template and write the files. All files
+go into a staging folder inside ``out`` and are renamed into place only when everything was
+written, read back and verified; any failure leaves ``out`` as it was.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from ..model_meta import build_metadata
+from ..model_meta import PREFIX, build_metadata
 from ..train.checkpoint import Loaded
-from .onnx_export import OnnxTemplate, verify_onnx
+from .formats import FORMATS, PRECISIONS, SHAPES, FormatRow
+from .registry import make_template, verifier
 from .secrets_z import new_model_id, secure_normal
+from .verify import ExportError, VerifyInputs, make_inputs, reference
+from .writer import Staging, _write_file
+
+MANIFEST = "manifest.jsonl"
+VERIFY_MODES = ("sample", "all", "none")
 
 
 @dataclass
@@ -30,7 +39,37 @@ class IssueReport:
     n_users: int
     files: int
     seconds: dict = field(default_factory=dict)
-    verified: dict = field(default_factory=dict)
+    verified: dict = field(default_factory=dict)  # job label -> verification summary
+    jobs: list = field(default_factory=list)  # per (format, precision): files, bytes, seconds, files/s
+    skipped: list = field(default_factory=list)  # requested combinations a format does not support
+
+
+@dataclass(frozen=True)
+class Job:
+    row: FormatRow
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return self.row.name if self.precision == "fp32" else f"{self.row.name}-{self.precision}"
+
+
+def plan_jobs(formats: list[str] | tuple[str, ...], precisions: list[str] | tuple[str, ...]) -> tuple[list[Job], list[str]]:
+    """(format, precision) jobs from the format table; unsupported pairs are listed, not run."""
+    jobs, skipped = [], []
+    for f in formats:
+        if f not in FORMATS:
+            raise ExportError(f"unknown format {f!r}; choose from {', '.join(FORMATS)}")
+        for p in precisions:
+            if p not in PRECISIONS:
+                raise ExportError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+            if p in FORMATS[f].precisions:
+                jobs.append(Job(FORMATS[f], p))
+            else:
+                skipped.append(f"{f} {p}: not supported (supported: {', '.join(FORMATS[f].precisions)})")
+    if not jobs:
+        raise ExportError("no supported format/precision combination requested: " + "; ".join(skipped))
+    return jobs, skipped
 
 
 @torch.no_grad()
@@ -39,80 +78,211 @@ def generate_users(loaded: Loaded, z: np.ndarray, chunk: int = 4096) -> dict[str
     src = loaded.source
     out: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(z), chunk):
-        params = src.issue(torch.from_numpy(z[i:i + chunk]))
+        params = src.issue(torch.from_numpy(np.ascontiguousarray(z[i:i + chunk])))
         for k, v in params.items():
             out.setdefault(k, []).append(v.float().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+    return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in out.items()}
 
 
-def _check_out_dir(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"output directory is not writable: {out}")
+def sample_indices(n: int, verify: str) -> list[int]:
+    if verify == "all":
+        return list(range(n))
+    if verify == "sample":
+        return sorted({0, n // 2, n - 1})
+    return []
+
+
+def _merge(a: dict | None, b: dict) -> dict:
+    """Combine two verification summaries of one job (chunks): sums of counts, worst of errors."""
+    if a is None:
+        return dict(b)
+    out = dict(a)
+    for k, v in b.items():
+        if k == "users_checked":
+            out[k] = a.get(k, 0) + v
+        elif isinstance(v, float):
+            out[k] = max(a.get(k, 0.0), v)
+    return out
+
+
+def _os_error(e: OSError, out: Path) -> ExportError:
+    if e.errno == errno.ENOSPC:
+        return ExportError(f"no space left on device while writing to {out}; nothing was written")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ExportError(f"cannot write to {out}: {e.strerror}")
+    return ExportError(f"cannot write to {out}: {e.strerror or e}")
 
 
 def issue_users(
-    loaded: Loaded, n_users: int, out: str | Path, *, shape: str = "fixed", verify: str = "sample",
-    verify_inputs: np.ndarray | None = None, seeds_file: str | Path | None = None, user_prefix: str = "user",
+    loaded: Loaded, n_users: int, out: str | Path, *, formats: list[str] | tuple[str, ...] = ("onnx",),
+    precisions: list[str] | tuple[str, ...] = ("fp32",), shape: str = "fixed", verify: str = "sample",
+    verify_inputs: np.ndarray | VerifyInputs | None = None, verify_faces: str | Path | None = None,
+    seeds_file: str | Path | None = None, user_prefix: str = "user", overwrite: bool = False,
+    chunk: int = 1024, progress: Callable[[int, int], None] | None = None,
 ) -> IssueReport:
-    """Write ``<user>.onnx`` per user plus ``manifest.jsonl`` into ``out``."""
+    """Write one model per user and (format, precision) plus ``manifest.jsonl`` into ``out``.
+
+    ExportError (a ValueError) with a one-line reason on bad arguments, refused variants,
+    failed verification or a failed write; ``out`` is then left as it was.
+    """
     if n_users < 1:
-        raise ValueError("number of users must be >= 1")
-    out = Path(out)
-    _check_out_dir(out)
-    spec = loaded.spec
+        raise ExportError("number of users must be >= 1")
+    if shape not in SHAPES:
+        raise ExportError(f"shape must be 'fixed' or 'dynamic', got {shape!r}")
+    if verify not in VERIFY_MODES:
+        raise ExportError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
+    jobs, skipped = plan_jobs(formats, precisions)
+    out, spec = Path(out), loaded.spec
+    seeds = Path(seeds_file) if seeds_file else None
+    if seeds is not None and seeds.exists() and not overwrite:
+        raise ExportError(f"seeds file {seeds} already exists; it holds users' secrets and is never overwritten")
+    width = max(4, len(str(n_users - 1)))
+    users = [f"{user_prefix}{i:0{width}d}" for i in range(n_users)]
+    names = {j: [j.row.file_name(u, j.precision) for u in users] for j in jobs}
+
     t0 = time.perf_counter()
-    z = secure_normal(n_users, loaded.source.z_dim)
-    params = generate_users(loaded, z)
-    t_gen = time.perf_counter()
-
-    meta = build_metadata(spec, "", loaded.sha256, method=loaded.config.method, shape=shape)
-    template = OnnxTemplate(spec, shape, meta)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    if isinstance(verify_inputs, np.ndarray):
+        inputs = VerifyInputs({"inputs": verify_inputs.astype(np.float32)}, "caller-supplied inputs")
+    elif isinstance(verify_inputs, VerifyInputs):
+        inputs = verify_inputs
+    else:
+        inputs = make_inputs(spec, shape, verify_faces) if verify != "none" else None
     try:
+        staging = Staging(out, overwrite)
+    except OSError as e:
+        raise _os_error(e, out) from None
+    seeds_tmp: Path | None = None
+    # generate: HyperNet; render: splice + submit writes; write_wait: waiting for the writer threads
+    seconds = {"generate": 0.0, "templates": 0.0, "render": 0.0, "write_wait": 0.0, "verify": 0.0}
+    try:
+        staging.check_free([n for j in jobs for n in names[j]] + [MANIFEST])
+        z = secure_normal(n_users, loaded.source.z_dim)  # (n, z_dim) from os.urandom
+        ids = [new_model_id() for _ in range(n_users)]
+
+        t = time.perf_counter()
+        templates, checks = {}, {}
+        for j in jobs:
+            meta = build_metadata(spec, "", loaded.sha256, method=loaded.config.method, shape=shape,
+                                  precision=j.precision)
+            meta[PREFIX + "format"] = json.dumps(j.row.name)
+            templates[j] = make_template(j.row, spec, shape, meta, j.precision)
+            checks[j] = _template_checks(templates[j], shape) if verify != "none" else {}
+        seconds["templates"] = time.perf_counter() - t
+
+        sample = set(sample_indices(n_users, verify))
+        results: dict[Job, list[tuple[str, int]]] = {j: [] for j in jobs}
+        job_seconds = {j: 0.0 for j in jobs}
+        verified: dict[Job, dict | None] = {j: None for j in jobs}
+        in_flight = None  # the previous chunk: its writes run while the next chunk is generated
+        buffers: dict[tuple[Job, int], dict] = {}  # two render buffers per job, alternating by chunk
+
+        def finish(chunk_state) -> None:
+            """Wait for a chunk's writes, then verify its sampled users (all formats share the reference)."""
+            start, params, pending = chunk_state
+            t = time.perf_counter()
+            for j, p in pending.items():
+                results[j] += p.result()
+            seconds["write_wait"] += time.perf_counter() - t
+            chosen = [i for i in range(start, start + len(next(iter(params.values())))) if i in sample]
+            if not chosen:
+                return
+            t = time.perf_counter()
+            local = [i - start for i in chosen]
+            sub = {k: v[local] for k, v in params.items()}
+            refs = reference(spec, sub, inputs)
+            for j in jobs:
+                row = verifier(j.row)(templates[j], [staging.path(names[j][i]) for i in chosen], sub, inputs,
+                                      j.label, refs=refs)
+                verified[j] = _merge(verified[j], row)
+            seconds["verify"] += time.perf_counter() - t
+
+        for k, start in enumerate(range(0, n_users, chunk)):
+            stop = min(n_users, start + chunk)
+            t = time.perf_counter()
+            params = generate_users(loaded, z[start:stop])  # {name: (k, *shape)} float32
+            seconds["generate"] += time.perf_counter() - t
+            pending = {}
+            for j in jobs:
+                t = time.perf_counter()
+                tpl = templates[j]
+                # buffer k % 2 was last used by chunk k - 2, whose writes finished in the last iteration
+                files = tpl.render_batch(tpl.encode(params), ids[start:stop], buffers.get((j, k % 2)))
+                buffers[(j, k % 2)] = files
+                pending[j] = staging.submit(names[j][start:stop], files)
+                job_seconds[j] += time.perf_counter() - t
+                seconds["render"] += time.perf_counter() - t
+            if in_flight is not None:
+                finish(in_flight)
+            in_flight = (start, params, pending)
+            if progress:
+                progress(stop, n_users)
+        finish(in_flight)
+
         rows = []
-        width = max(4, len(str(n_users - 1)))
-        for i in range(n_users):
-            user = f"{user_prefix}{i:0{width}d}"
-            model_id = new_model_id()
-            data = template.render({k: v[i] for k, v in params.items()}, model_id)
-            fname = f"{user}.onnx"
-            (stage / fname).write_bytes(data)
-            rows.append({
-                "user": user, "model_id": model_id, "file": fname, "format": "onnx",
-                "sha256": hashlib.sha256(data).hexdigest(), "structure": spec.name,
-                "spec_digest": spec.digest(), "checkpoint_sha256": loaded.sha256, "method": loaded.config.method,
-            })
-        t_write = time.perf_counter()
-        if verify_inputs is None:
-            rng = np.random.default_rng(0)
-            verify_inputs = rng.random((2, 3, spec.input_size, spec.input_size), dtype=np.float32)
-        check = range(n_users) if verify == "all" else sorted({0, n_users // 2, n_users - 1}) if verify == "sample" else []
-        worst = 0.0
-        for i in check:
-            data = (stage / rows[i]["file"]).read_bytes()
-            worst = max(worst, verify_onnx(data, spec, {k: v[i] for k, v in params.items()}, verify_inputs))
-        t_verify = time.perf_counter()
-        manifest_tmp = stage / "manifest.jsonl"
-        manifest_tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        if seeds_file:
-            _write_seeds(Path(seeds_file), rows, z)
-        for r in rows:
-            os.replace(stage / r["file"], out / r["file"])
-        os.replace(manifest_tmp, out / "manifest.jsonl")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    t_end = time.perf_counter()
-    return IssueReport(
-        out, out / "manifest.jsonl", n_users, n_users,
-        seconds={"generate": t_gen - t0, "write": t_write - t_gen, "verify": t_verify - t_write, "total": t_end - t0},
-        verified={"onnx": {"checked": len(check), "max_abs_diff": worst}},
-    )
+        spec_digest = spec.digest()
+        for i, user in enumerate(users):
+            for j in jobs:
+                sha, size = results[j][i]
+                rows.append({"user": user, "model_id": ids[i], "file": names[j][i], "format": j.row.name,
+                             "precision": j.precision, "shape": shape, "sha256": sha, "bytes": size,
+                             "sha256_of": "package-tree" if j.row.is_directory else "file",
+                             "structure": spec.name, "spec_digest": spec_digest,
+                             "checkpoint_sha256": loaded.sha256, "method": loaded.config.method})
+        _write_file(staging.path(MANIFEST), memoryview("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()))
+        if seeds is not None:
+            seeds_tmp = _write_seeds(seeds, users, ids, z)
+        staging.commit(extra=[MANIFEST])
+        if seeds_tmp is not None:
+            os.replace(seeds_tmp, seeds)
+            seeds_tmp = None
+    except BaseException as e:
+        staging.abort()
+        if seeds_tmp is not None:
+            seeds_tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _os_error(e, out) from None
+        raise
+    staging.close()
+    seconds["total"] = time.perf_counter() - t0
+    report_jobs = []
+    for j in jobs:
+        total_bytes = sum(s for _, s in results[j])
+        report_jobs.append({"label": j.label, "format": j.row.name, "precision": j.precision, "shape": shape,
+                            "files": n_users, "bytes": total_bytes, "render_seconds": job_seconds[j]})
+    summary = {}
+    for j in jobs:
+        v = verified[j] or {"users_checked": 0, "note": "not verified (--verify none)"}
+        summary[j.label] = {**v, **checks[j]}
+    return IssueReport(out, out / MANIFEST, n_users, n_users * len(jobs), seconds, summary, report_jobs, skipped)
 
 
-def _write_seeds(path: Path, rows: list[dict], z: np.ndarray) -> None:
-    """Secret latents for re-issue: JSON lines, created with mode 0600 (never in model files)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        for r, zi in zip(rows, z):
-            f.write(json.dumps({"user": r["user"], "model_id": r["model_id"], "z": zi.tolist()}) + "\n")
+def _template_checks(template, shape: str) -> dict:
+    """Once per template: onnx.checker (full) and the mobile usability checker for ONNX files."""
+    if template.format != "onnx":
+        return {}
+    import onnx
+
+    from .mobile_check import mobile_usability
+    from .verify import VerificationError
+
+    onnx.checker.check_model(onnx.load_from_string(template.template_bytes), full_check=True)
+    usability = mobile_usability(template.template_bytes)
+    if shape == "fixed" and not usability["verdict"]:
+        raise VerificationError(f"onnx {template.precision}: onnxruntime's mobile usability checker rejects the "
+                                f"fixed-shape model ({usability})")
+    return {"opset": template.opset, "mobile_usability": usability}
+
+
+def _write_seeds(path: Path, users: list[str], ids: list[str], z: np.ndarray) -> Path:
+    """Secret latents for re-issue: JSON lines in a temp file created with mode 0600 beside ``path``
+    (renamed over ``path`` once the models are in place). Never inside a model file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            for u, mid, zi in zip(users, ids, z):
+                f.write(json.dumps({"user": u, "model_id": mid, "z": zi.tolist()}) + "\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp

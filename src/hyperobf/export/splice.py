@@ -1,0 +1,110 @@
+"""Byte templates: one serialized model file whose per-user regions are overwritten in place.
+
+A template is built once per (spec, format, precision, shape) with random *sentinel* values
+in every per-user tensor; each sentinel's bytes are then located in the serialized file
+(they must occur exactly once). Rendering a user = copy the template and overwrite those
+regions — for N users at once as an (N, file length) uint8 array, no per-user serializer.
+Every template checks itself against its format's own serializer before use
+(``assert_same``), so an offset assumption that does not hold fails loudly, never silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MODEL_ID_LEN = 24  # secrets_z.new_model_id(): 12 random bytes as hex
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str  # slot name (see precision.slots) or "model_id"
+    offset: int
+    nbytes: int
+
+
+def locate(blob: bytes, needle: bytes, what: str) -> int:
+    """Offset of the only occurrence of ``needle`` in ``blob``; LookupError otherwise."""
+    first = blob.find(needle)
+    if first < 0:
+        raise LookupError(f"template: {what} not found in the serialized file")
+    if blob.find(needle, first + 1) >= 0:
+        raise LookupError(f"template: {what} occurs more than once in the serialized file")
+    return first
+
+
+def sentinels(shapes: dict[str, tuple[tuple[int, ...], np.dtype]], seed: int) -> dict[str, np.ndarray]:
+    """Random values per slot (distinct bytes, so each can be located). Floats in ±0.5, ints full range."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (shape, dtype) in shapes.items():
+        if np.issubdtype(dtype, np.integer):
+            out[name] = rng.integers(-127, 128, size=shape).astype(dtype)
+        else:
+            out[name] = (rng.random(shape) - 0.5).astype(dtype)
+    return out
+
+
+def placeholder_id(seed: int) -> str:
+    return np.random.default_rng(seed + 1).bytes(MODEL_ID_LEN // 2).hex()
+
+
+class ByteTemplate:
+    """One file's template bytes plus the regions that change per user."""
+
+    def __init__(self, blob: bytes, regions: list[Region]) -> None:
+        self.blob = blob
+        self.regions = regions
+        self._base = np.frombuffer(blob, np.uint8)
+
+    @classmethod
+    def from_sentinels(cls, blob: bytes, values: dict[str, bytes], model_id: str | None) -> "ByteTemplate":
+        regions = [Region(k, locate(blob, v, k), len(v)) for k, v in values.items()]
+        if model_id is not None:
+            regions.append(Region("model_id", locate(blob, model_id.encode(), "model id placeholder"), MODEL_ID_LEN))
+        return cls(blob, regions)
+
+    @property
+    def size(self) -> int:
+        return len(self.blob)
+
+    def render(self, values: dict[str, bytes], model_id: str | None) -> bytes:
+        """One user's file: ``values`` {region name: bytes of exactly the region's length}."""
+        buf = bytearray(self.blob)
+        for r in self.regions:
+            data = model_id.encode() if r.name == "model_id" else values[r.name]
+            if len(data) != r.nbytes:
+                raise ValueError(f"{r.name}: {len(data)} bytes, template holds {r.nbytes}")
+            buf[r.offset:r.offset + r.nbytes] = data
+        return bytes(buf)
+
+    def render_batch(self, values: dict[str, np.ndarray], model_ids: list[str],
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """(n, size) uint8: row i is user i's file. values[name]: (n, ...) arrays, any dtype.
+
+        ``out``: a buffer of at least n rows to reuse (fresh pages cost page faults per chunk).
+        """
+        n = len(model_ids)
+        if out is None or out.shape[0] < n or out.shape[1] != self.size:
+            out = np.empty((n, self.size), np.uint8)
+        out = out[:n]
+        out[:] = self._base
+        for r in self.regions:
+            if r.name == "model_id":
+                ids = np.frombuffer("".join(model_ids).encode("ascii"), np.uint8)
+                if ids.size != n * MODEL_ID_LEN:
+                    raise ValueError(f"model ids must be {MODEL_ID_LEN} characters")
+                src = ids.reshape(n, MODEL_ID_LEN)
+            else:
+                src = np.ascontiguousarray(values[r.name]).reshape(n, -1).view(np.uint8)
+            if src.shape[1] != r.nbytes:
+                raise ValueError(f"{r.name}: {src.shape[1]} bytes per user, template holds {r.nbytes}")
+            out[:, r.offset:r.offset + r.nbytes] = src
+        return out
+
+
+def assert_same(rendered: bytes, reference: bytes, what: str) -> None:
+    """Self-check of a template: splicing must reproduce the format's own serialization."""
+    if rendered != reference:
+        raise RuntimeError(f"{what}: spliced bytes differ from the serializer's output (template layout changed)")

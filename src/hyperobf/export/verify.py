@@ -1,0 +1,191 @@
+"""Verification of exported models against the torch MaskNet (the fp32 reference).
+
+* fp32 files: every output within ``FP32_TOL`` (1e-5) of torch, on random and face inputs.
+* reduced precisions (fp16, int8) are judged on δ (the ``delta`` output), not only on the
+  protected image: ``max|δ_variant − δ_fp32| / max|δ_fp32|`` per image, worst over images and
+  users, must stay ≤ ``DELTA_TOL`` (5%) or the export is refused. DSSIM on faces is reported
+  against the fp32 result and against the clean face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..model_meta import INPUT_NAME
+from ..spec import MaskNetSpec
+
+FP32_TOL = 1e-5
+DELTA_TOL = 0.05
+
+
+class ExportError(ValueError):
+    """An export that cannot be done as asked (one-line reason; nothing is written)."""
+
+
+class VerificationError(ExportError):
+    """A written model does not reproduce the torch reference."""
+
+
+class ExportRefused(ExportError):
+    """A reduced-precision variant changes δ by more than DELTA_TOL."""
+
+
+@dataclass
+class VerifyInputs:
+    """Images the exported models are run on: (B, 3, H, W) float32 in [0, 1] per group."""
+
+    groups: dict[str, np.ndarray]  # "random", "random_WxH" (dynamic), "faces"
+    faces_source: str  # "glint24 (real, 4 images)" / "synthetic (embedded)"
+
+    @property
+    def faces(self) -> np.ndarray:
+        return self.groups["faces"]
+
+
+def make_inputs(spec: MaskNetSpec, shape: str, faces_dir: str | Path | None = None, n_faces: int = 4,
+                seed: int = 0) -> VerifyInputs:
+    """Random inputs (plus a non-square size for dynamic models) and faces at the working size.
+
+    Faces come from ``faces_dir`` (ImageFolder, real faces) when given, else from the embedded
+    synthetic set; the report says which.
+    """
+    from ..train.data import load_image_folder, synthetic_faces
+
+    rng = np.random.default_rng(seed)
+    s = spec.input_size
+    groups = {"random": rng.random((2, 3, s, s), dtype=np.float32)}
+    if shape == "dynamic":
+        m = spec.stride_product
+        h, w = max(m, (s // 2) // m * m), max(m, (s + s // 2) // m * m)
+        groups[f"random_{w}x{h}"] = rng.random((1, 3, h, w), dtype=np.float32)
+    if faces_dir:
+        fs = load_image_folder(faces_dir, size=s, max_identities=n_faces, max_per_identity=1)
+        source = f"{Path(faces_dir).name} (real, {len(fs)} images)"
+    else:
+        fs = synthetic_faces(n_identities=n_faces, per_identity=1, size=s, seed=seed)
+        source = f"synthetic (embedded, {len(fs)} images; pass --verify-faces DIR for real faces)"
+    groups["faces"] = fs.float().numpy()
+    return VerifyInputs(groups, source)
+
+
+def torch_reference(spec: MaskNetSpec, params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 torch MaskNets of k users on the same images: x (B,3,H,W) -> (protected, δ), each (k,B,3,H,W)."""
+    import torch
+
+    from ..models.masknet import delta_batched
+
+    with torch.no_grad():
+        p = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in params.items()}
+        k = next(iter(p.values())).shape[0]
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        xs = xt.unsqueeze(0).expand(k, *xt.shape).contiguous()
+        d = delta_batched(spec, p, xs)
+        return (xs + d).clamp(0.0, 1.0).numpy(), d.numpy()
+
+
+def ort_session(data: bytes, basic: bool = False):
+    """An onnxruntime CPU session on model bytes (ONNX or ORT format); ``basic``: basic optimisations only."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if basic:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def ort_outputs(data_or_session, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run an ONNX/ORT model (bytes or session) image by image: x (B,3,H,W) -> (protected, δ)."""
+    sess = ort_session(data_or_session) if isinstance(data_or_session, (bytes, bytearray)) else data_or_session
+    outs = [sess.run(None, {INPUT_NAME: x[i:i + 1].astype(np.float32)}) for i in range(len(x))]
+    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+
+def delta_ratio(delta: np.ndarray, ref: np.ndarray) -> float:
+    """Worst per-image max|δ − δ_ref| / max|δ_ref|; δ: (B, 3, H, W)."""
+    num = np.abs(delta - ref).reshape(len(ref), -1).max(1)
+    den = np.maximum(np.abs(ref).reshape(len(ref), -1).max(1), 1e-12)
+    return float((num / den).max())
+
+
+def dssim_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image DSSIM (hyperobf.train.losses.dssim) of (B,3,H,W) arrays in [0, 1]."""
+    import torch
+
+    from ..train.losses import dssim
+
+    with torch.no_grad():
+        return dssim(torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
+Refs = dict  # {group: (protected (k,B,3,H,W), δ (k,B,3,H,W))} of the fp32 torch reference
+
+
+def reference(spec: MaskNetSpec, params: dict[str, np.ndarray], inputs: VerifyInputs) -> Refs:
+    """torch fp32 outputs of k users on every input group (computed once, shared by all formats)."""
+    return {name: torch_reference(spec, params, x) for name, x in inputs.groups.items()}
+
+
+class Tally:
+    """Accumulates per-user comparisons into one report row for a (format, precision) job."""
+
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
+        self.users = 0
+        self.max_abs_diff = 0.0  # vs torch fp32, both outputs
+        self.delta_ratio = 0.0
+        self.dssim_vs_fp32 = 0.0  # protected faces: variant vs fp32
+        self.dssim_vs_clean = 0.0  # protected faces vs clean faces (imperceptibility)
+        self.dssim_fp32_vs_clean = 0.0
+
+    def add(self, name: str, x: np.ndarray, out: np.ndarray, delta: np.ndarray,
+            ref_out: np.ndarray, ref_delta: np.ndarray) -> None:
+        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(out - ref_out).max()),
+                                float(np.abs(delta - ref_delta).max()))
+        self.delta_ratio = max(self.delta_ratio, delta_ratio(delta, ref_delta))
+        if name == "faces":  # one batched DSSIM call: [variant vs fp32, variant vs clean, fp32 vs clean]
+            b = len(x)
+            d = dssim_np(np.concatenate([out, out, ref_out]), np.concatenate([ref_out, x, x]))
+            self.dssim_vs_fp32 = max(self.dssim_vs_fp32, float(d[:b].max()))
+            self.dssim_vs_clean = max(self.dssim_vs_clean, float(d[b:2 * b].max()))
+            self.dssim_fp32_vs_clean = max(self.dssim_fp32_vs_clean, float(d[2 * b:].max()))
+
+    def check(self, label: str, user: str) -> None:
+        """fp32 must match torch within FP32_TOL; every precision must keep δ within DELTA_TOL."""
+        if self.precision == "fp32" and self.max_abs_diff > FP32_TOL:
+            raise VerificationError(f"{label}: {user} differs from torch by {self.max_abs_diff:.3g} (> {FP32_TOL:g})")
+        if self.delta_ratio > DELTA_TOL:
+            raise ExportRefused(f"{label}: δ changes by {self.delta_ratio:.1%} vs fp32 for {user} "
+                                f"(> {DELTA_TOL:.0%}); refusing to emit this variant")
+
+    def row(self) -> dict:
+        return {"users_checked": self.users, "max_abs_diff": self.max_abs_diff,
+                "delta_rel_err": self.delta_ratio, "dssim_vs_fp32": self.dssim_vs_fp32,
+                "dssim_vs_clean_max": self.dssim_vs_clean, "dssim_fp32_vs_clean_max": self.dssim_fp32_vs_clean}
+
+
+def verify_onnxruntime(template, paths: list[Path], params: dict[str, np.ndarray], inputs: VerifyInputs,
+                       label: str, refs: Refs | None = None) -> dict:
+    """ONNX / ORT files: structure check (onnx.checker full for .onnx), then onnxruntime vs torch.
+
+    params: the users' generated fp32 weights {name: (k, *shape)}, in the order of ``paths``.
+    """
+    tally = Tally(template.precision)
+    refs = refs if refs is not None else reference(template.spec, params, inputs)
+    for i, path in enumerate(paths):
+        data = path.read_bytes()
+        if template.format == "onnx":
+            import onnx
+
+            onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+        sess = ort_session(data)
+        for name, x in inputs.groups.items():
+            out, delta = ort_outputs(sess, x)
+            tally.add(name, x, out, delta, refs[name][0][i], refs[name][1][i])
+        tally.users += 1
+        tally.check(label, path.name)
+    return {**tally.row(), "checker": "onnx.checker full_check" if template.format == "onnx" else "ORT flatbuffer load",
+            "runtime": "onnxruntime CPU", "faces": inputs.faces_source}

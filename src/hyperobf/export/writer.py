@@ -1,0 +1,174 @@
+"""Writing many small model files fast and atomically.
+
+Everything goes into a hidden staging folder; only when every file is written, read back and
+verified does it become the output (``Staging.commit``): a new or empty output folder is
+replaced by the staging folder in one rename, otherwise files are renamed in one by one. On
+any error the staging folder is removed and the output folder is left as it was.
+
+Per file: exclusive create, write, read back and compare with the bytes meant to be there
+(the cheap integrity check every file gets), sha256 for the manifest. Two writer threads:
+file I/O and hashing release the GIL, so both cores stay busy.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .verify import ExportError
+
+_os_write = os.write  # module-level so tests can simulate a full disk (ENOSPC)
+WORKERS = 2
+
+
+def _write_file(path: Path, data: memoryview) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        done = 0
+        while done < len(data):
+            done += _os_write(fd, data[done:])
+    finally:
+        os.close(fd)
+
+
+def _read_back_equal(path: Path, data: memoryview) -> bool:
+    with open(path, "rb", buffering=0) as f:
+        got = f.read(len(data) + 1)
+    return len(got) == len(data) and got == data
+
+
+def tree_sha256(files: dict[str, str]) -> str:
+    """Digest of a package folder: sha256 over sorted ``"<relative path> <file sha256>\\n"`` lines."""
+    lines = "".join(f"{rel} {files[rel]}\n" for rel in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+class Pending:
+    """Writes in flight on the writer threads."""
+
+    def __init__(self, futures: list) -> None:
+        self.futures = futures
+
+    def result(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        for f in self.futures:
+            out += f.result()
+        return out
+
+
+class Staging:
+    """A staging folder for ``out``; :meth:`commit` makes its files the output."""
+
+    def __init__(self, out: Path, overwrite: bool = False) -> None:
+        self.out = Path(os.path.abspath(out))
+        self.overwrite = overwrite
+        if self.out.exists() and not self.out.is_dir():
+            raise ExportError(f"output path exists and is not a folder: {self.out}")
+        # Fast path: a new or empty output folder is replaced by the staging folder in one rename
+        # (the whole export appears at once); otherwise stage inside it and rename file by file.
+        self.whole = not self.out.exists() or not any(self.out.iterdir())
+        parent = self.out.parent if self.whole else self.out
+        self.created: list[Path] = []  # folders made for the output's parent; removed again on abort
+        for p in [parent, *parent.parents]:
+            if p.exists():
+                break
+            self.created.append(p)
+        parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "folder is not writable", str(parent))
+        prefix = f".{self.out.name}.staging-" if self.whole else ".staging-"
+        self.dir = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+        self.names: list[str] = []
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="hyperobf-write")
+
+    def check_free(self, names: list[str]) -> None:
+        """Refuse to replace existing outputs unless overwriting was asked for."""
+        if self.overwrite:
+            return
+        for name in names:
+            if (self.out / name).exists():
+                raise ExportError(f"{self.out / name} already exists; use an empty output folder "
+                                  f"(or --overwrite to replace a previous export)")
+
+    def write_users(self, names: list[str], files: dict[str, np.ndarray]) -> list[tuple[str, int]]:
+        """Write n users' files and wait; returns [(sha256, bytes)] per user (see :meth:`submit`)."""
+        return self.submit(names, files).result()
+
+    def submit(self, names: list[str], files: dict[str, np.ndarray]) -> "Pending":
+        """Start writing n users' files on the writer threads; ``.result()`` -> [(sha256, bytes)].
+
+        ``files``: {relative path: (n, length) uint8}; the key "" means the user's file is
+        ``names[i]`` itself, other keys are files inside the package folder ``names[i]``.
+        """
+        n = len(names)
+        parts = [idx for idx in np.array_split(np.arange(n), min(WORKERS, max(n, 1))) if len(idx)]
+        self.names += names
+        return Pending([self._pool.submit(self._write_range, names, files, idx) for idx in parts])
+
+    def _write_range(self, names: list[str], files: dict[str, np.ndarray], idx: np.ndarray) -> list[tuple[str, int]]:
+        res = []
+        for i in idx:
+            root = self.dir / names[i]
+            digests: dict[str, str] = {}
+            size = 0
+            for rel, arr in files.items():
+                row = memoryview(arr[i])
+                path = root / rel if rel else root
+                if rel:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                _write_file(path, row)
+                if not _read_back_equal(path, row):
+                    raise OSError(f"read-back of {names[i]}/{rel} does not match what was written")
+                digests[rel] = hashlib.sha256(row).hexdigest()
+                size += len(row)
+            res.append((digests[""] if "" in digests else tree_sha256(digests), size))
+        return res
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def commit(self, extra: list[str] = ()) -> None:
+        """Move every written name (and ``extra`` names, e.g. the manifest, last) into ``out``."""
+        self._pool.shutdown(wait=True)
+        if self.whole:
+            os.chmod(self.dir, 0o755)  # mkdtemp made it 0700
+            os.replace(self.dir, self.out)  # atomic; replaces an empty folder
+            self.names = []
+            return
+        moved: list[str] = []
+        trash = self.dir / ".replaced"
+        try:
+            for name in [*self.names, *extra]:
+                dst = self.out / name
+                if dst.is_dir() and not dst.is_symlink():  # overwrite mode: a previous package folder
+                    trash.mkdir(exist_ok=True)
+                    os.replace(dst, trash / name)
+                os.replace(self.dir / name, dst)
+                moved.append(name)
+        except BaseException:
+            for name in reversed(moved):  # put back what was moved: all or nothing
+                try:
+                    os.replace(self.out / name, self.dir / name)
+                except OSError:
+                    pass
+            raise
+        self.names = []
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def abort(self) -> None:
+        self.close()
+        for p in self.created:  # innermost first; only folders that are still empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
