@@ -251,7 +251,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--structure", default="A", help="MaskNet structure when no checkpoint is given (default A)")
     p.add_argument("--checkpoint", default="", help="time a trained HyperNet checkpoint instead of a fresh one")
-    p.add_argument("--ns", default="10,100,1000,10000,100000", help="comma-separated N (nets per call)")
+    p.add_argument("--ns", default="10,20,50,100,1000,10000,100000",
+                   help="comma-separated N (nets per call); 20 and 50 fill in the thesis's Fig 5.4 range")
     p.add_argument("--dtypes", default="", help="default: cpu fp32,bf16 (bf16 if native); cuda fp32,tf32,bf16")
     p.add_argument("--no-host-copy", action="store_true", help="cuda: skip the variants that copy nets to host")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats for N < 10^4")

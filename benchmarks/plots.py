@@ -61,12 +61,14 @@ def plot_generation(payload: dict, out: Path) -> Path:
         if member:
             ns = sorted({r["n"] for r in rows if r.get("impl") == "hypernet" and r["n"] <= nmax})
             if ns:
-                ax.plot(ns, [n * member["seconds"] for n in ns], "--", color="tab:brown",
+                ax.plot(ns, [n * member["seconds"] for n in ns], "v--", color="tab:brown",
                         label=f"ensemble: N x one member ({member['steps']} steps, lower bound)")
         tx = [p["n"] for p in thesis if p["n"] <= nmax]
         if tx:
-            ax.plot(tx, [p["seconds"] for p in thesis if p["n"] <= nmax], "*", ms=14, color="tab:purple",
-                    label="thesis HyperNet (A10)")
+            ty = [p["seconds"] for p in thesis if p["n"] <= nmax]
+            ax.plot(tx, ty, "*", ms=14, color="tab:purple", label="thesis HyperNet (A10)")
+            for x, y in zip(tx, ty):
+                ax.annotate(f"{y:g} s", (x, y), textcoords="offset points", xytext=(8, -3), fontsize=7, color="tab:purple")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("number of MaskNets N")
