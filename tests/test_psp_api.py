@@ -149,3 +149,70 @@ def test_other_client_address_sees_same_service(service):  # noqa: ANN001
         other = extra_client(c, "10.9.9.9")
         # a token works from any address (a phone changes networks)
         assert other.get("/v1/account", headers=acc["headers"]).status_code == 200
+
+
+@pytest.mark.parametrize("fmt,precision,shape,tol", [
+    ("onnx", "fp32", "dynamic", 1e-5), ("onnx", "fp16", "fixed", 0.01), ("onnx", "int8", "fixed", 0.1),
+    ("ort", "fp32", "fixed", 1e-5),
+])
+def test_formats_and_precisions(psp_engine, tmp_path, fmt, precision, shape, tol):  # noqa: ANN001, F811
+    """Every variant the exporter's format table offers is served, and the file is the recorded user's
+    net: its δ matches the torch reference of the weights regenerated from the stored (encrypted) z."""
+    from sqlalchemy import select
+
+    from hyperobf.export.verify import ort_outputs, torch_reference
+    from hyperobf.psp.db import IssuedNet
+
+    svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'f.db'}")
+    with client_for(svc) as c:
+        h = new_account(c)["headers"]
+        r = c.post("/v1/masknets", headers=h, json={"format": fmt, "precision": precision, "shape": shape})
+        assert r.status_code == 201, r.text
+        net = r.json()
+        assert (net["format"], net["precision"], net["shape"]) == (fmt, precision, shape)
+        r = c.get(net["download"], headers=h)
+        suffix = "" if precision == "fp32" else f".{precision}"
+        assert r.headers["content-disposition"].endswith(f'{suffix}.{fmt}"')
+    with svc.sessions() as s:
+        z_enc = s.execute(select(IssuedNet.z_enc)).scalar_one()
+    z = np.frombuffer(svc.box.decrypt(z_enc), np.float32).copy()[None]
+    weights, _ = psp_engine.generate(z)
+    size = 64 if shape == "dynamic" else 112
+    x = np.random.default_rng(2).random((2, 3, size, size), dtype=np.float32)
+    _, delta = ort_outputs(r.content, x)
+    _, ref = torch_reference(psp_engine.spec, weights, x)
+    rel = np.abs(delta - ref[0]).max() / np.abs(ref[0]).max()
+    assert rel <= tol, rel
+
+
+@pytest.mark.slow
+def test_coreml_package_download(psp_engine, tmp_path):  # noqa: ANN001, F811
+    """CoreML is a package folder: served as one zip with a fixed layout (template build takes seconds)."""
+    import io
+    import zipfile
+
+    svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'c.db'}")
+    with client_for(svc) as c:
+        h = new_account(c)["headers"]
+        net = c.post("/v1/masknets", headers=h, json={"format": "coreml", "precision": "fp16"}).json()
+        r = c.get(net["download"], headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert hashlib.sha256(r.content).hexdigest() == net["sha256"]
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    folder = f"masknet-{net['model_id']}.fp16.mlpackage"
+    assert sorted(names) == sorted(f"{folder}/{p}" for p in (
+        "Manifest.json", "Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin"))
+    zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path)
+    from hyperobf.export.coreml_verify import read_package
+
+    weights, meta, _ = read_package(tmp_path / folder, psp_engine.spec, "fp16")
+    assert json.loads(meta["hyperobf.model_id"]) == net["model_id"]
+    from sqlalchemy import select
+
+    from hyperobf.psp.db import IssuedNet
+
+    with svc.sessions() as s:
+        z = np.frombuffer(svc.box.decrypt(s.execute(select(IssuedNet.z_enc)).scalar_one()), np.float32).copy()
+    expected, _ = psp_engine.generate(z[None])
+    for k, v in expected.items():  # the package holds this user's weights, rounded to fp16
+        np.testing.assert_array_equal(weights[k], v[0].astype(np.float16).astype(np.float32))

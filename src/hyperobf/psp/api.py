@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..export.formats import SHAPES
 from .config import PSPConfig
 from .crypto import SecretBox
 from .db import IssuedNet, make_engine, make_sessionmaker
@@ -46,6 +47,8 @@ def build_service(cfg: PSPConfig, *, engine: GenerationEngine | None = None, box
             raise ValueError("no checkpoint given (--checkpoint)")
         engine = GenerationEngine.from_checkpoint(cfg.checkpoint, cfg.device, probe_images=cfg.probe_images,
                                                   probe_size=cfg.probe_size, fingerprint_dim=cfg.fingerprint_dim)
+    # the default variant's template is built now, not on the first request
+    engine.renderer(Variant(cfg.default_format, cfg.default_precision, cfg.default_shape))
     box = box or SecretBox.load(cfg.key_file)
     verifier = verifier or build_verifier(cfg)
     db = make_engine(cfg.db_url)
@@ -134,7 +137,7 @@ def create_app(service: PSPService) -> FastAPI:
         eng = service.engine
         return ServiceInfo(
             structure=eng.spec.name, method=eng.method, hypernet_sha256=eng.hypernet_sha256,
-            formats=[FormatOffer(format=f, precisions=list(p), shapes=["fixed", "dynamic"])
+            formats=[FormatOffer(format=f, precisions=list(p), shapes=list(SHAPES))
                      for f, p in eng.offered().items()],
             verifier=cfg.verifier if cfg.verifier in ("open", "invite") else "custom", min_distance=cfg.min_distance,
             limits={k: float(getattr(cfg, k)) for k in (

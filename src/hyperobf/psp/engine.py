@@ -1,5 +1,6 @@
 """The generation engine: a loaded HyperNet checkpoint -> batched MaskNet weights,
-probe fingerprints, and per-user model files in the offered formats.
+probe fingerprints, and per-user model files in the formats of the exporter's format table
+(export.formats / export.registry: ONNX, ORT, CoreML; fp32 / fp16 / int8 as each row allows).
 
 One engine per process; the batcher thread is its only caller, so it needs no locks.
 Torch work (generation, probe δ) runs on ``device`` (CUDA when present and asked for).
@@ -7,7 +8,11 @@ Torch work (generation, probe δ) runs on ``device`` (CUDA when present and aske
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +21,15 @@ import torch
 
 from ..export import formats as format_table
 from ..export.issue import generate_users
-from ..model_meta import build_metadata
+from ..model_meta import PREFIX, build_metadata
 from ..train.checkpoint import Loaded, load_checkpoint
 from .fingerprint import Fingerprinter
+
+log = logging.getLogger("hyperobf.psp")
+
+
+class TemplateUnavailable(RuntimeError):
+    """A variant's exporter template cannot be built on this server (reason in the message)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -38,36 +49,52 @@ class Variant:
     shape: str
 
     @property
+    def is_directory(self) -> bool:
+        return bool(format_table.FORMATS[self.format].is_directory)
+
+    @property
     def media_type(self) -> str:
-        return "application/zip" if _is_directory(self.format) else "application/octet-stream"
+        return "application/zip" if self.is_directory else "application/octet-stream"
 
     def file_name(self, model_id: str) -> str:
-        row = format_table.FORMATS[self.format]
-        name = row.file_name(f"masknet-{model_id}", self.precision) if hasattr(row, "file_name") else \
-            f"masknet-{model_id}{row.suffix}"
-        return name + (".zip" if _is_directory(self.format) else "")
+        """``masknet-<id>.onnx``, ``masknet-<id>.fp16.ort``, ``masknet-<id>.mlpackage.zip`` (a package folder, zipped)."""
+        name = format_table.FORMATS[self.format].file_name(f"masknet-{model_id}", self.precision)
+        return name + (".zip" if self.is_directory else "")
 
 
-def _is_directory(fmt: str) -> bool:
-    return bool(getattr(format_table.FORMATS[fmt], "is_directory", False))
+class Renderer:
+    """One variant's exporter template (from the exporter's format table): batched weights ->
+    one file per user. Package formats (CoreML .mlpackage) become one deterministic zip."""
 
+    def __init__(self, spec, variant: Variant, meta: dict[str, str]) -> None:  # noqa: ANN001
+        from ..export.registry import make_template
 
-def _onnx_renderer(spec, variant: Variant, meta: dict[str, str]):  # noqa: ANN001, ANN202
-    from ..export.onnx_export import OnnxTemplate
+        self.variant = variant
+        self.template = make_template(variant.format, spec, variant.shape, meta, variant.precision)
 
-    tpl = OnnxTemplate(spec, variant.shape, meta)
-    return tpl.render
+    def render(self, weights: dict[str, np.ndarray], model_ids: list[str]) -> list[bytes]:
+        """weights {name: (n, *shape) float32}, n model ids (24 hex) -> n files' bytes."""
+        files = self.template.render_batch(self.template.encode(weights), model_ids)  # {rel: (n, nbytes) uint8}
+        if not self.variant.is_directory:
+            (arr,) = files.values()
+            return [arr[i].tobytes() for i in range(len(model_ids))]
+        return [self._zip(model_id, {rel: arr[i] for rel, arr in files.items()}) for i, model_id in enumerate(model_ids)]
 
-
-# format -> (precisions this service can render, renderer factory). Only formats that are also
-# rows of the exporter's format table are offered.
-_RENDERERS = {"onnx": (("fp32",), _onnx_renderer)}
+    def _zip(self, model_id: str, files: dict[str, np.ndarray]) -> bytes:
+        folder = self.variant.file_name(model_id)[:-len(".zip")]
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for rel in sorted(files):
+                info = zipfile.ZipInfo(f"{folder}/{rel}", date_time=(1980, 1, 1, 0, 0, 0))  # fixed: same bytes, same sha
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, files[rel].tobytes())
+        return buf.getvalue()
 
 
 class GenerationEngine:
     """Checkpoint-bound state: source on ``device``, fingerprinter, renderers."""
 
-    def __init__(self, loaded: Loaded, device: str = "auto", probe_images: int = 4, probe_size: int = 32,
+    def __init__(self, loaded: Loaded, device: str = "auto", probe_images: int = 4, probe_size: int = 16,
                  fingerprint_dim: int = 512) -> None:
         self.device = pick_device(device)
         self.loaded = loaded
@@ -80,6 +107,11 @@ class GenerationEngine:
             raise ValueError(f"probe_size {probe_size} must be divisible by the structure's stride "
                              f"product {self.spec.stride_product}")
         self.fingerprinter = Fingerprinter(probe_images, probe_size, fingerprint_dim, self.device)
+        # Templates are cached for the process; the metadata's "created" is therefore the time the
+        # service started (the database's issued_at is the issuance time).
+        self.created = time.time()
+        self._renderers: dict[Variant, Renderer] = {}
+        self._broken: dict[Variant, str] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **kw) -> "GenerationEngine":
@@ -91,15 +123,17 @@ class GenerationEngine:
 
     # --- what can be asked for ------------------------------------------------------
     def offered(self) -> dict[str, tuple[str, ...]]:
-        """{format: precisions} this service renders (the exporter's table ∩ our renderers)."""
+        """{format: precisions}: every row of the exporter's format table that has an exporter,
+        minus variants whose template failed to build on this server."""
         out = {}
-        for name, (precisions, _) in _RENDERERS.items():
-            row = format_table.FORMATS.get(name)
-            if row is None:
+        for name, row in format_table.FORMATS.items():
+            if not row.exporter:
                 continue
-            table_precisions = getattr(row, "precisions", ("fp32",))
-            out[name] = tuple(p for p in precisions if p in table_precisions)
-        return {k: v for k, v in out.items() if v}
+            precisions = tuple(p for p in row.precisions if not any(
+                v.format == name and v.precision == p for v in self._broken))
+            if precisions:
+                out[name] = precisions
+        return out
 
     def check_variant(self, variant: Variant) -> None:
         """ValueError (shown to the client) unless the variant is offered."""
@@ -109,8 +143,8 @@ class GenerationEngine:
         if variant.precision not in offered[variant.format]:
             raise ValueError(f"precision {variant.precision!r} is not offered for {variant.format}; "
                              f"choose from {', '.join(offered[variant.format])}")
-        if variant.shape not in ("fixed", "dynamic"):
-            raise ValueError(f"shape must be 'fixed' or 'dynamic', got {variant.shape!r}")
+        if variant.shape not in format_table.SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(format_table.SHAPES)}, got {variant.shape!r}")
 
     # --- generation -------------------------------------------------------------------
     def generate(self, z: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -119,14 +153,25 @@ class GenerationEngine:
         params = {k: torch.from_numpy(v).to(self.device) for k, v in weights.items()}
         return weights, self.fingerprinter(self.spec, params)
 
-    def renderers(self, variants: set[Variant], created: float | None = None) -> dict:
-        """{variant: render(params_one_user, model_id) -> bytes}, built once per batch so the
-        metadata's creation time is the issuance time."""
-        created = created or time.time()
-        out = {}
-        for v in variants:
-            self.check_variant(v)
-            meta = build_metadata(self.spec, "", self.hypernet_sha256, method=self.method, shape=v.shape,
-                                  precision=v.precision, created=created)
-            out[v] = _RENDERERS[v.format][1](self.spec, v, meta)
-        return out
+    def renderer(self, variant: Variant) -> Renderer:
+        """The variant's renderer, built on first use and cached (a CoreML template takes seconds).
+        A template that cannot be built here (e.g. coremltools missing) is remembered as broken."""
+        if variant not in self._renderers:
+            if variant in self._broken:
+                raise TemplateUnavailable(self._broken[variant])
+            self.check_variant(variant)
+            meta = build_metadata(self.spec, "", self.hypernet_sha256, method=self.method, shape=variant.shape,
+                                  precision=variant.precision, created=self.created)
+            meta[PREFIX + "format"] = json.dumps(variant.format)
+            t = time.perf_counter()
+            try:
+                self._renderers[variant] = Renderer(self.spec, variant, meta)
+            except Exception as e:  # noqa: BLE001 - any exporter failure makes this variant unavailable
+                self._broken[variant] = f"{variant.format} {variant.precision} is unavailable on this server " \
+                                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                log.error("template %s/%s/%s failed: %s", variant.format, variant.precision, variant.shape,
+                          type(e).__name__)
+                raise TemplateUnavailable(self._broken[variant]) from None
+            log.info("template %s/%s/%s ready in %.2f s", variant.format, variant.precision, variant.shape,
+                     time.perf_counter() - t)
+        return self._renderers[variant]

@@ -5,8 +5,8 @@ weights (weights have symmetries; behaviour is what an inversion attacker exploi
 distance is the RMS over a fixed probe batch of (δ_a − δ_b) / ρ_pixel, δ = MaskNet(x) − x
 before clipping; 0 = identical behaviour, ~1 = unrelated perturbations of full size.
 
-Storing the whole probe δ (4 × 3 × 32 × 32 = 12 288 values) per net would cost 24 KB and
-a dense search over it; instead a fixed Gaussian projection (Johnson–Lindenstrauss) maps
+Storing the whole probe δ (4 × 3 × 16 × 16 = 3 072 values at the default probe size) per
+net would cost 6 KB and a dense search over it; instead a fixed Gaussian projection (Johnson–Lindenstrauss) maps
 it to ``dim`` values whose Euclidean distance estimates the RMS distance (relative error
 ≈ sqrt(2 / dim), ~6 % at 512). Fingerprints are stored as float16 (1 KB at dim 512).
 The probe batch and projection are fixed by seeds; ``version`` names them, and only
@@ -45,7 +45,7 @@ def probe_images(n: int, size: int, seed: int = PROBE_SEED) -> np.ndarray:
 class Fingerprinter:
     """Maps batched MaskNet weights to fingerprints (n, dim) on ``device``."""
 
-    def __init__(self, n_images: int = 4, size: int = 32, dim: int = 512, device: str | torch.device = "cpu") -> None:
+    def __init__(self, n_images: int = 4, size: int = 16, dim: int = 512, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         probe = probe_images(n_images, size)
         self.probe = torch.from_numpy(probe).to(self.device)  # (b, 3, S, S)

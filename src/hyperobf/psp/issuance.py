@@ -24,7 +24,7 @@ from . import limits
 from .config import PSPConfig
 from .crypto import SecretBox
 from .db import Account, IssuedNet, utcnow, write_session
-from .engine import GenerationEngine, Variant
+from .engine import GenerationEngine, TemplateUnavailable, Variant
 from .errors import ApiError, Conflict, Forbidden, NotFound, Unavailable
 from .fingerprint import NearestIndex, from_bytes, to_bytes
 
@@ -73,9 +73,8 @@ class Issuer:
             with self.sessions() as s:
                 self.sync_index(s)
             self._draw(jobs)
-            live = [j for j in jobs if not j.future.done()]
-            files = self._render(live)
-            self._record(live, files)
+            files = self._render([j for j in jobs if not j.future.done()])
+            self._record(files)
         except Exception as e:  # noqa: BLE001 - every waiting request must get an answer
             log.error("issuance batch failed: %s", type(e).__name__)
             for j in jobs:
@@ -111,19 +110,30 @@ class Issuer:
                     retry.append(job)
             pending = retry
 
-    def _render(self, jobs: list[IssueJob]) -> list[tuple[str, bytes]]:
-        renderers = self.engine.renderers({j.variant for j in jobs})
+    def _render(self, jobs: list[IssueJob]) -> list[tuple[IssueJob, str, bytes]]:
+        """Files for the jobs, one batched render per variant; a variant whose template cannot be
+        built fails only its own jobs (503)."""
         out = []
+        by_variant: dict[Variant, list[IssueJob]] = {}
         for j in jobs:
-            model_id = new_model_id()
-            out.append((model_id, renderers[j.variant](j.weights, model_id)))
+            by_variant.setdefault(j.variant, []).append(j)
+        for variant, group in by_variant.items():
+            try:
+                renderer = self.engine.renderer(variant)
+            except TemplateUnavailable as e:
+                for j in group:
+                    j.future.set_exception(Unavailable(str(e)))
+                continue
+            ids = [new_model_id() for _ in group]
+            weights = {k: np.stack([j.weights[k] for j in group]) for k in group[0].weights}
+            out += zip(group, ids, renderer.render(weights, ids))
         return out
 
-    def _record(self, jobs: list[IssueJob], files: list[tuple[str, bytes]]) -> None:
+    def _record(self, files: list[tuple[IssueJob, str, bytes]]) -> None:
         now = utcnow()
         done: list[tuple[IssueJob, IssuedNet]] = []
         with write_session(self.sessions) as s:
-            for job, (model_id, data) in zip(jobs, files):
+            for job, model_id, data in files:
                 try:  # every check raises before this job writes anything: no savepoint needed
                     done.append((job, self._record_one(s, job, model_id, data, now)))
                 except ApiError as e:
