@@ -133,9 +133,10 @@ class Issuer:
         now = utcnow()
         done: list[tuple[IssueJob, IssuedNet]] = []
         with write_session(self.sessions) as s:
+            usage: dict = {}  # per account / client: read once per batch, then counted forward
             for job, model_id, data in files:
                 try:  # every check raises before this job writes anything: no savepoint needed
-                    done.append((job, self._record_one(s, job, model_id, data, now)))
+                    done.append((job, self._record_one(s, usage, job, model_id, data, now)))
                 except ApiError as e:
                     job.future.set_exception(e)
         # only after the commit is a net really issued
@@ -143,11 +144,19 @@ class Issuer:
             self.stats["nets"] += 1
             job.future.set_result(row)
 
-    def _record_one(self, s: Session, job: IssueJob, model_id: str, data: bytes, now: dt.datetime) -> IssuedNet:
-        # lock the account row: concurrent batches (other processes) serialize per account
-        account = s.execute(select(Account).where(Account.id == job.account_id).with_for_update()).scalar_one_or_none()
-        if account is None or account.disabled:
+    def _record_one(self, s: Session, usage: dict, job: IssueJob, model_id: str, data: bytes,
+                    now: dt.datetime) -> IssuedNet:
+        akey, ckey = ("account", job.account_id), ("client", job.client_hash)
+        if akey not in usage:
+            # lock the account row: concurrent batches (other processes) serialize per account
+            account = s.execute(select(Account).where(Account.id == job.account_id).with_for_update()
+                                ).scalar_one_or_none()
+            usage[akey] = None if account is None or account.disabled else \
+                limits.account_usage(s, self.cfg, job.account_id, now)
+        if usage[akey] is None:
             raise Forbidden("account is disabled")
+        if ckey not in usage:
+            usage[ckey] = limits.client_usage(s, self.cfg, job.client_hash, now)
         old = None
         if job.retire:
             old = s.execute(select(IssuedNet).where(IssuedNet.model_id == job.retire,
@@ -156,7 +165,7 @@ class Issuer:
                 raise NotFound(f"no MaskNet {job.retire} on this account")
             if old.retired_at is not None:
                 raise Conflict(f"MaskNet {job.retire} is already retired")
-        limits.check_issue(s, self.cfg, job.account_id, job.client_hash, now, replacing=old is not None)
+        limits.check_usage(self.cfg, usage[akey], usage[ckey], now, replacing=old is not None)
         spec = self.engine.spec
         row = IssuedNet(
             model_id=model_id, account_id=job.account_id, structure=spec.name, spec_digest=spec.digest(),
@@ -170,5 +179,5 @@ class Issuer:
         s.add(row)
         if old is not None:
             old.retired_at, old.replaced_by, old.file_enc = now, model_id, None
-        s.flush()
+        limits.count_issue(usage[akey], usage[ckey], now, replacing=old is not None)
         return row

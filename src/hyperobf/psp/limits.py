@@ -3,13 +3,16 @@ and restarts). The thesis's strongest attacker registers many devices to collect
 (§5.4): per-account limits bound what one account collects, per-client-address limits bound
 how many accounts and nets one address collects.
 
-Called twice per request: a cheap pre-check in the request thread (refuse before any
+Checked twice per request: a cheap pre-check in the request thread (refuse before any
 generation work) and the authoritative check inside the transaction that records the net.
+There the usage of each account / client is read once per batch and then counted forward in
+memory as the batch's nets are recorded (the transaction holds the locks, see issuance).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,6 +20,19 @@ from sqlalchemy.orm import Session
 from .config import PSPConfig
 from .db import Account, IssuedNet
 from .errors import LimitExceeded
+
+
+@dataclass
+class AccountUsage:
+    active: int  # un-retired nets
+    issued: int  # nets issued within the account window
+    oldest: dt.datetime | None  # oldest of those (when the window frees a slot)
+
+
+@dataclass
+class ClientUsage:
+    issued: int  # nets issued to this client address within the client window
+    oldest: dt.datetime | None
 
 
 def _human(seconds: float) -> str:
@@ -29,36 +45,67 @@ def _human(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def _count_since(s: Session, column, time_column, key, since: dt.datetime) -> tuple[int, dt.datetime | None]:  # noqa: ANN001
-    row = s.execute(select(func.count(), func.min(time_column)).where(column == key, time_column >= since)).one()
-    return int(row[0]), row[1]
+def account_usage(s: Session, cfg: PSPConfig, account_id: int, now: dt.datetime) -> AccountUsage:
+    since = now - dt.timedelta(seconds=cfg.account_window_s)
+    mine = IssuedNet.account_id == account_id
+    window = (mine, IssuedNet.issued_at >= since)
+    row = s.execute(select(  # one round trip: three scalar subqueries
+        select(func.count()).select_from(IssuedNet).where(mine, IssuedNet.retired_at.is_(None)).scalar_subquery(),
+        select(func.count()).select_from(IssuedNet).where(*window).scalar_subquery(),
+        select(func.min(IssuedNet.issued_at)).where(*window).scalar_subquery(),
+    )).one()
+    return AccountUsage(int(row[0] or 0), int(row[1] or 0), row[2])
+
+
+def client_usage(s: Session, cfg: PSPConfig, client_hash: str, now: dt.datetime) -> ClientUsage:
+    since = now - dt.timedelta(seconds=cfg.client_window_s)
+    row = s.execute(select(func.count(), func.min(IssuedNet.issued_at)).where(
+        IssuedNet.client_hash == client_hash, IssuedNet.issued_at >= since)).one()
+    return ClientUsage(int(row[0] or 0), row[1])
+
+
+def _retry(oldest: dt.datetime | None, window_s: float, now: dt.datetime) -> float:
+    return (oldest + dt.timedelta(seconds=window_s) - now).total_seconds() if oldest else window_s
+
+
+def check_usage(cfg: PSPConfig, acct: AccountUsage, client: ClientUsage, now: dt.datetime,
+                replacing: bool = False) -> None:
+    """Raise LimitExceeded if one more net would break a limit. ``replacing``: a rotation retires
+    one active net, so it does not raise the active count."""
+    if acct.active - int(replacing) >= cfg.max_active_per_account:
+        raise LimitExceeded(f"account already holds {acct.active} active MaskNet(s) (limit "
+                            f"{cfg.max_active_per_account}); rotate or retire one instead")
+    if acct.issued >= cfg.max_issued_per_account:
+        raise LimitExceeded(f"per-account issuance limit reached ({cfg.max_issued_per_account} per "
+                            f"{_human(cfg.account_window_s)}); try again later",
+                            _retry(acct.oldest, cfg.account_window_s, now))
+    if client.issued >= cfg.max_issued_per_client:
+        raise LimitExceeded(f"per-client issuance limit reached ({cfg.max_issued_per_client} per "
+                            f"{_human(cfg.client_window_s)}); try again later",
+                            _retry(client.oldest, cfg.client_window_s, now))
+
+
+def count_issue(acct: AccountUsage, client: ClientUsage, now: dt.datetime, replacing: bool) -> None:
+    """Account for one more recorded net (in memory, within the recording transaction)."""
+    acct.active += 0 if replacing else 1
+    acct.issued += 1
+    acct.oldest = acct.oldest or now
+    client.issued += 1
+    client.oldest = client.oldest or now
 
 
 def check_issue(s: Session, cfg: PSPConfig, account_id: int, client_hash: str, now: dt.datetime,
                 replacing: bool = False) -> None:
-    """Raise LimitExceeded if this account / client may not receive another net now.
-    ``replacing``: a rotation retires one active net, so it does not raise the active count."""
-    active = s.scalar(select(func.count()).select_from(IssuedNet).where(
-        IssuedNet.account_id == account_id, IssuedNet.retired_at.is_(None))) or 0
-    if active - int(replacing) >= cfg.max_active_per_account:
-        raise LimitExceeded(f"account already holds {active} active MaskNet(s) (limit "
-                            f"{cfg.max_active_per_account}); rotate or retire one instead")
-    for column, key, limit, window, what in (
-        (IssuedNet.account_id, account_id, cfg.max_issued_per_account, cfg.account_window_s, "per-account issuance"),
-        (IssuedNet.client_hash, client_hash, cfg.max_issued_per_client, cfg.client_window_s, "per-client issuance"),
-    ):
-        since = now - dt.timedelta(seconds=window)
-        count, oldest = _count_since(s, column, IssuedNet.issued_at, key, since)
-        if count >= limit:
-            retry = (oldest + dt.timedelta(seconds=window) - now).total_seconds() if oldest else window
-            raise LimitExceeded(f"{what} limit reached ({limit} per {_human(window)}); try again later", retry)
+    """The request-time pre-check: read the usage and check it."""
+    check_usage(cfg, account_usage(s, cfg, account_id, now), client_usage(s, cfg, client_hash, now), now, replacing)
 
 
 def check_registration(s: Session, cfg: PSPConfig, client_hash: str, now: dt.datetime) -> None:
     """Raise LimitExceeded if this client address created too many accounts in the window."""
     since = now - dt.timedelta(seconds=cfg.client_window_s)
-    count, oldest = _count_since(s, Account.client_hash, Account.created_at, client_hash, since)
+    count, oldest = s.execute(select(func.count(), func.min(Account.created_at)).where(
+        Account.client_hash == client_hash, Account.created_at >= since)).one()
     if count >= cfg.max_accounts_per_client:
-        retry = (oldest + dt.timedelta(seconds=cfg.client_window_s) - now).total_seconds() if oldest else None
         raise LimitExceeded(f"account creation limit reached for this client ({cfg.max_accounts_per_client} per "
-                            f"{_human(cfg.client_window_s)}); try again later", retry)
+                            f"{_human(cfg.client_window_s)}); try again later",
+                            _retry(oldest, cfg.client_window_s, now))
