@@ -36,9 +36,6 @@ class Face:
     def width(self) -> float:
         return self.box[2] - self.box[0]
 
-    def scaled(self, s: float) -> "Face":
-        return Face(tuple(v * s for v in self.box), self.score, self.keypoints * s)  # type: ignore[arg-type]
-
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
     """Greedy non-maximum suppression. boxes (K, 4) x1y1x2y2, scores (K,) -> kept indices, best first."""
