@@ -121,6 +121,7 @@ def verify_coreml(template, paths: list[Path], params: dict[str, np.ndarray], in
         for name, x in inputs.groups.items():
             out, delta = _emulated_delta(template.spec, got, x, template.precision)
             tally.add(name, x, out, delta, refs[name][0][i], refs[name][1][i])
+        tally.add_reference(refs, i)
         tally.users += 1
         tally.check(label + " (torch emulation)", path.name)
     spec_version = int(mlspec.specificationVersion)

@@ -80,11 +80,15 @@ class Staging:
             if p.exists():
                 break
             self.created.append(p)
-        parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "folder is not writable", str(parent))
-        prefix = f".{self.out.name}.staging-" if self.whole else ".staging-"
-        self.dir = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "folder is not writable", str(parent))
+            prefix = f".{self.out.name}.staging-" if self.whole else ".staging-"
+            self.dir = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+        except BaseException:
+            self._remove_created()
+            raise
         self.names: list[str] = []
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="hyperobf-write")
 
@@ -167,6 +171,9 @@ class Staging:
 
     def abort(self) -> None:
         self.close()
+        self._remove_created()
+
+    def _remove_created(self) -> None:
         for p in self.created:  # innermost first; only folders that are still empty
             try:
                 p.rmdir()

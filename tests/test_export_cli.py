@@ -1,0 +1,119 @@
+"""`hyperobf export` through typer's CliRunner: the happy path and every bad input the issue
+lists — one-line error, non-zero exit, no traceback, nothing partial left behind."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from hyperobf.cli import app
+
+runner = CliRunner()
+
+
+def _export(*args: str):
+    return runner.invoke(app, ["export", *args])
+
+
+def _one_line_error(r) -> str:
+    assert r.exit_code != 0, r.output
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.output
+    return errors[0]
+
+
+def _listing(path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def test_export_cli_writes_formats_and_table(tiny_checkpoint, tmp_path):
+    out = tmp_path / "models"
+    r = _export("--checkpoint", str(tiny_checkpoint), "--users", "2", "--format", "onnx,ort",
+                "--precision", "fp32,int8", "--out", str(out), "--seeds-file", str(tmp_path / "z.jsonl"))
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r_["file"] for r_ in rows) == sorted(
+        f"user000{i}{p}.{f}" for i in range(2) for f in ("onnx", "ort") for p in ("", ".int8"))
+    for label in ("onnx ", "onnx-int8 ", "ort ", "ort-int8 "):
+        assert any(line.startswith(label) for line in r.output.splitlines()), r.output
+    assert "files/s" in r.output and "mobile checker ok" in r.output
+    # a second export into the same folder is refused (no overwrite) and changes nothing
+    before = {p: (out / p).read_bytes() for p in _listing(out) if (out / p).is_file()}
+    r = _export("--checkpoint", str(tiny_checkpoint), "--users", "2", "--out", str(out))
+    assert "already exists" in _one_line_error(r)
+    assert {p: (out / p).read_bytes() for p in _listing(out) if (out / p).is_file()} == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--users", "0"], "--users must be >= 1"),
+    (["--users", "-3"], "--users must be >= 1"),
+    (["--users", "2", "--format", "onnx,tflite"], "unknown format 'tflite'"),
+    (["--users", "2", "--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--users", "2", "--shape", "square"], "--shape must be"),
+    (["--users", "2", "--verify", "some"], "--verify must be"),
+])
+def test_bad_arguments(tiny_checkpoint, tmp_path, args, message):
+    out = tmp_path / "o"
+    r = _export("--checkpoint", str(tiny_checkpoint), "--out", str(out), *args)
+    assert message in _one_line_error(r)
+    assert not out.exists()
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path):
+    r = _export("--checkpoint", str(tmp_path / "nope.pt"), "--users", "2", "--out", str(tmp_path / "o"))
+    assert "checkpoint not found" in _one_line_error(r)
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"PK\x03\x04 definitely not a torch checkpoint")
+    r = _export("--checkpoint", str(bogus), "--users", "2", "--out", str(tmp_path / "o"))
+    assert "not a HyperObf checkpoint" in _one_line_error(r)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output(tiny_checkpoint, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = _export("--checkpoint", str(tiny_checkpoint), "--users", "2", "--out", str(blocker / "sub"))
+    assert "cannot write to" in _one_line_error(r)
+    # a folder we may not write into (simulated: the tests may run as root, who can write anywhere)
+    import hyperobf.export.writer as writer
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(writer.tempfile, "mkdtemp", denied)
+    r = _export("--checkpoint", str(tiny_checkpoint), "--users", "2", "--out", str(tmp_path / "ro" / "out"))
+    assert "Permission denied" in _one_line_error(r)
+    assert _listing(tmp_path) == ["file"]
+
+
+@pytest.mark.parametrize("fail_after", [0, 3])
+def test_disk_full_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch, fail_after):
+    """os.write raising ENOSPC (at the first write, or after some files) -> nothing partial remains."""
+    import hyperobf.export.writer as writer
+
+    calls = {"n": 0}
+    real_write = writer._os_write
+
+    def full(fd, data):
+        calls["n"] += 1
+        if calls["n"] > fail_after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(writer, "_os_write", full)
+    existing = tmp_path / "models"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("an earlier file")  # non-empty folder: the file-by-file path
+    seeds = tmp_path / "z.jsonl"
+    for out in (existing, tmp_path / "fresh"):
+        r = _export("--checkpoint", str(tiny_checkpoint), "--users", "4", "--format", "onnx,coreml",
+                    "--out", str(out), "--seeds-file", str(seeds), "--verify", "none")
+        assert "no space left on device" in _one_line_error(r)
+    assert _listing(tmp_path) == ["models", "models/keep.txt"]
+    assert (existing / "keep.txt").read_text() == "an earlier file"
