@@ -146,3 +146,23 @@ def test_serve_command_runs_uvicorn_on_loopback(tiny_checkpoint, tmp_path):  # n
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert token not in out
+
+
+@pytest.mark.parametrize("structure", ["tiny", "D"])
+def test_probe_delta_matches_the_masknet(structure):
+    """The fingerprinter's own (channels-last) grouped conv is the MaskNet's δ / ρ on the probes."""
+    from hyperobf.models.hypernet import HyperNet
+    from hyperobf.models.masknet import delta_batched
+    from hyperobf.psp.fingerprint import Fingerprinter
+    from hyperobf.spec import builtin_spec
+
+    spec = builtin_spec(structure)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        params = HyperNet(spec).generate(3)
+    fpr = Fingerprinter(2, 16, 64)
+    got = fpr.probe_delta(spec, params)
+    x = fpr.probe.unsqueeze(0).expand(3, *fpr.probe.shape)
+    want = (delta_batched(spec, params, x) / spec.rho_pixel).flatten(1)
+    assert got.shape == (3, 2 * 3 * 16 * 16)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -99,6 +99,7 @@ class GenerationEngine:
         self.device = pick_device(device)
         self.loaded = loaded
         self.spec = loaded.spec
+        self.spec_digest = loaded.spec.digest()  # computed once: it serialises the whole spec
         self.method = loaded.config.method
         self.hypernet_sha256 = loaded.sha256
         self.z_dim = int(loaded.source.z_dim)

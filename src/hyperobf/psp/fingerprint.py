@@ -19,8 +19,8 @@ import hashlib
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..models.masknet import delta_batched
 from ..spec import MaskNetSpec
 
 PROBE_SEED = 0x5EED_0B5F
@@ -59,11 +59,27 @@ class Fingerprinter:
 
     @torch.no_grad()
     def probe_delta(self, spec: MaskNetSpec, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """δ / ρ_pixel of n nets on the probe batch, flattened: (n, D)."""
+        """δ / ρ_pixel of n nets on the probe batch, flattened: (n, D).
+
+        Same arithmetic as models.masknet.delta_batched (n nets as n conv groups), but in
+        channels-last layout, which runs this grouped conv ~25 % faster on CPU; it is the
+        dominant cost of issuing a net there.
+        """
         n = next(iter(params.values())).shape[0]
-        x = self.probe.unsqueeze(0).expand(n, *self.probe.shape)
-        p = {k: v.to(self.device, torch.float32) for k, v in params.items()}
-        return (delta_batched(spec, p, x) / spec.rho_pixel).flatten(1)
+        b, c, hgt, wid = self.probe.shape
+        cl = torch.channels_last
+        h = self.probe.repeat(1, n, 1, 1).contiguous(memory_format=cl)  # (b, n*3, S, S): net i's copy in group i
+        for layer in spec.layers:
+            if layer.upsample > 1:
+                h = F.interpolate(h, scale_factor=layer.upsample, mode="nearest")
+            w = params[f"{layer.name}.weight"].to(self.device, torch.float32)
+            w = w.reshape(n * layer.out_ch, layer.in_ch, layer.kernel, layer.kernel).contiguous(memory_format=cl)
+            bias = params[f"{layer.name}.bias"].to(self.device, torch.float32).reshape(n * layer.out_ch)
+            h = F.conv2d(h, w, bias, layer.stride, layer.padding, groups=n)
+            if layer.act == "relu":
+                h = F.relu(h, inplace=True)  # (b, n*out_ch, S, S): large, memory-bound
+        delta = torch.tanh(h).reshape(b, n, c, hgt, wid).transpose(0, 1)  # (n, b, 3, S, S), δ / ρ_pixel
+        return delta.reshape(n, -1)
 
     @torch.no_grad()
     def __call__(self, spec: MaskNetSpec, params: dict[str, torch.Tensor]) -> np.ndarray:

@@ -168,7 +168,7 @@ class Issuer:
         limits.check_usage(self.cfg, usage[akey], usage[ckey], now, replacing=old is not None)
         spec = self.engine.spec
         row = IssuedNet(
-            model_id=model_id, account_id=job.account_id, structure=spec.name, spec_digest=spec.digest(),
+            model_id=model_id, account_id=job.account_id, structure=spec.name, spec_digest=self.engine.spec_digest,
             method=self.engine.method, hypernet_sha256=self.engine.hypernet_sha256, format=job.variant.format,
             precision=job.variant.precision, shape=job.variant.shape, file_sha256=hashlib.sha256(data).hexdigest(),
             file_size=len(data), file_enc=self.box.encrypt(data),
