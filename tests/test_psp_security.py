@@ -253,3 +253,23 @@ def test_fingerprint_regenerates_from_weights(psp_engine):  # noqa: ANN001, F811
     np.testing.assert_array_equal(fp[:2], fp[2:])
     params = {k: torch.from_numpy(v[:2]) for k, v in w.items()}
     assert psp_engine.fingerprinter(psp_engine.spec, params).shape == (2, psp_engine.fingerprinter.dim)
+
+
+def test_expired_token_and_disabled_account(psp_engine, tmp_path):  # noqa: ANN001, F811
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from hyperobf.psp.db import Account
+
+    svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'e.db'}")
+    with client_for(svc) as c:
+        a, b = new_account(c), new_account(c)
+        with svc.sessions() as s, s.begin():
+            s.execute(update(Token).where(Token.token_sha256 == hashlib.sha256(a["token"].encode()).hexdigest())
+                      .values(expires_at=dt.datetime(2000, 1, 1)))
+            s.execute(update(Account).where(Account.public_id == b["account_id"]).values(disabled=True))
+        r = c.get("/v1/account", headers=a["headers"])
+        assert r.status_code == 401 and "expired" in r.json()["detail"]
+        r = c.post("/v1/masknets", headers=b["headers"])
+        assert r.status_code == 403 and r.json()["error"] == "forbidden"

@@ -134,6 +134,16 @@ class Issuer:
         done: list[tuple[IssueJob, IssuedNet]] = []
         with write_session(self.sessions) as s:
             usage: dict = {}  # per account / client: read once per batch, then counted forward
+            # Lock the batch's account rows, in id order (two processes' batches never deadlock), so
+            # concurrent batches serialize per account on PostgreSQL; SQLite's BEGIN IMMEDIATE already
+            # serializes all writers.
+            ids = sorted({job.account_id for job, _, _ in files})
+            accounts = {a.id: a for a in s.execute(
+                select(Account).where(Account.id.in_(ids)).order_by(Account.id).with_for_update()).scalars()}
+            for a in ids:
+                acc = accounts.get(a)
+                usage[("account", a)] = None if acc is None or acc.disabled else \
+                    limits.account_usage(s, self.cfg, a, now)
             for job, model_id, data in files:
                 try:  # every check raises before this job writes anything: no savepoint needed
                     done.append((job, self._record_one(s, usage, job, model_id, data, now)))
@@ -147,12 +157,6 @@ class Issuer:
     def _record_one(self, s: Session, usage: dict, job: IssueJob, model_id: str, data: bytes,
                     now: dt.datetime) -> IssuedNet:
         akey, ckey = ("account", job.account_id), ("client", job.client_hash)
-        if akey not in usage:
-            # lock the account row: concurrent batches (other processes) serialize per account
-            account = s.execute(select(Account).where(Account.id == job.account_id).with_for_update()
-                                ).scalar_one_or_none()
-            usage[akey] = None if account is None or account.disabled else \
-                limits.account_usage(s, self.cfg, job.account_id, now)
         if usage[akey] is None:
             raise Forbidden("account is disabled")
         if ckey not in usage:
