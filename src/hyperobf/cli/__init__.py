@@ -23,6 +23,10 @@ app.command()(train)
 app.command()(export)
 app.command()(protect)
 app.command()(demo)
+
+from .eval_cmd import eval_app  # noqa: E402  (evaluation harness, issue 6)
+
+app.add_typer(eval_app, name="eval")
 app.command()(serve)
 app.add_typer(bench_app, name="bench")
 
