@@ -126,25 +126,36 @@ def test_check_targets_pass_miss_missing(tmp_path, capsys):
     assert check_targets.main([str(tmp_path), "--targets", "nonsense"]) == 2
 
 
-def test_check_targets_export_and_apply(tmp_path):
+def test_check_targets_export_and_apply(tmp_path, capsys):
+    """Layouts of bench_export.py (runs + summary) and bench_apply.py (sections) as they write them."""
     from benchmarks import check_targets
 
     _gen_json(tmp_path, 1.0, 1.0)
-    export = {"rows": [{"format": "onnx", "n": 10_000, "threads": 2, "seconds": 1.5},
-                       {"format": "coreml", "n": 10_000, "threads": 2, "seconds": 9.0}]}  # not an ONNX target row
-    apply = {"rows": [{"runtime": "onnxruntime", "precision": "fp32", "size": 112, "threads": 1, "ms": 3.5},
-                      {"runtime": "onnxruntime", "precision": "int8", "size": 112, "threads": 1, "ms": 9.0},
-                      {"runtime": "torch", "precision": "fp32", "size": 112, "threads": 1, "ms": 30.0}]}
-    (tmp_path / "export.json").write_text(json.dumps(export))
-    (tmp_path / "apply.json").write_text(json.dumps(apply))
+
+    def write(onnx_s: float, apply_ms: float) -> None:
+        runs = [{"format": "onnx", "precision": "fp32", "n": 10_000, "threads": 2, "seconds": s} for s in (onnx_s, onnx_s + 9)]
+        runs += [{"format": "onnx", "precision": "int8", "n": 10_000, "threads": 2, "seconds": 30.0},  # not the target
+                 {"format": "coreml", "precision": "fp32", "n": 10_000, "threads": 2, "seconds": 30.0}]
+        summary = [{"format": "onnx", "precision": "fp32", "n": 10_000, "median_s": onnx_s}]
+        (tmp_path / "export.json").write_text(json.dumps({"rows": runs, "summary": summary}))
+        rows = [{"section": "net", "runtime": "onnxruntime", "format": ".onnx", "precision": "fp32", "size": 112,
+                 "threads": 1, "ms": apply_ms},
+                {"section": "net", "runtime": "onnxruntime", "format": ".onnx", "precision": "int8", "size": 112,
+                 "threads": 1, "ms": 99.0},
+                {"section": "net", "runtime": "torch-eager", "format": "torch", "precision": "fp32", "size": 112,
+                 "threads": 1, "ms": 99.0},
+                {"section": "options", "runtime": "onnxruntime", "format": ".onnx", "precision": "fp32", "size": 112,
+                 "threads": 1, "variant": "opt=disable", "ms": 99.0},  # info only, never a miss
+                {"section": "e2e", "threads": 1, "total_ms": 500.0}]
+        (tmp_path / "apply.json").write_text(json.dumps({"rows": rows}))
+
+    write(1.5, 3.5)
     assert check_targets.main([str(tmp_path)]) == 0
-    export["rows"][0]["seconds"] = 2.5
-    (tmp_path / "export.json").write_text(json.dumps(export))
+    out = capsys.readouterr().out
+    assert out.count("PASS") == 3 and "INFO" in out
+    write(2.5, 3.5)
     assert check_targets.main([str(tmp_path)]) == 1
-    export["rows"][0]["seconds"] = 1.5
-    apply["rows"][0]["ms"] = 4.5
-    (tmp_path / "export.json").write_text(json.dumps(export))
-    (tmp_path / "apply.json").write_text(json.dumps(apply))
+    write(1.5, 4.5)
     assert check_targets.main([str(tmp_path)]) == 1
 
 
