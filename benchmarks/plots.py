@@ -135,11 +135,80 @@ def plot_generic(payload: dict, out: Path, value_keys: tuple[str, ...], title: s
     return out
 
 
+def plot_export(payload: dict, out: Path) -> Path | None:
+    """bench_export.py's summary: files/s per format and precision, one bar group per N."""
+    summary = [r for r in payload.get("summary") or [] if isinstance(r, dict) and "files_per_s_median" in r]
+    if not summary:
+        return plot_generic(payload, out, ("files_per_s", "seconds"), "export: files/s")
+    ns = sorted({r["n"] for r in summary})
+    keys = sorted({(r["format"], r["precision"]) for r in summary})
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    width = 0.8 / len(ns)
+    for j, n in enumerate(ns):
+        vals = [next((r["files_per_s_median"] for r in summary if (r["format"], r["precision"], r["n"]) == (*k, n)), 0)
+                for k in keys]
+        ax.bar([i + j * width for i in range(len(keys))], vals, width, label=f"N = {n}")
+    ax.set_xticks([i + width * (len(ns) - 1) / 2 for i in range(len(keys))], [f"{f}\n{p}" for f, p in keys], fontsize=8)
+    ax.axhline(10_000 / 2.0, color="tab:red", ls="--", lw=1, label="target: 10^4 ONNX in 2 s")
+    ax.set_yscale("log")
+    ax.set_ylabel("files / s (median over runs)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"export throughput (whole issue_users call)\n{_stamp(payload)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_apply(payload: dict, out: Path) -> Path | None:
+    """bench_apply.py: per-image latency vs image side ('net' section) and the 12 MP photo end to end ('e2e')."""
+    rows = _generic_rows(payload)
+    net = [r for r in rows if r.get("section") == "net" and isinstance(r.get("ms"), (int, float))]
+    e2e = [r for r in rows if r.get("section") == "e2e" and isinstance(r.get("total_ms"), (int, float))]
+    if not net:
+        return plot_generic(payload, out, ("ms", "ms_per_image", "latency_ms", "seconds"), "on-device apply latency")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    variants = sorted({(r.get("runtime"), r.get("format"), r.get("precision")) for r in net}, key=str)
+    colors = {v: plt.cm.tab10(i % 10) for i, v in enumerate(variants)}  # one colour per variant, style per threads
+    for key in sorted({(r.get("runtime"), r.get("format"), r.get("precision"), r.get("threads")) for r in net}, key=str):
+        pts = sorted((r["size"], r["ms"]) for r in net if (r.get("runtime"), r.get("format"), r.get("precision"), r.get("threads")) == key)
+        style = "-" if key[3] == 1 else "--"
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], "o" + style, color=colors[key[:3]],
+                 label=f"{key[1]} {key[2]} {key[3]}t", ms=4)
+    sizes = sorted({r["size"] for r in net})
+    ax1.set_xscale("log")
+    ax1.set_xticks(sizes, [str(v) for v in sizes])
+    ax1.minorticks_off()
+    ax1.axhline(4.0, color="tab:red", lw=1, ls=":", label="target 112^2 <= 4 ms (1 thread)")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("image side (px)")
+    ax1.set_ylabel("ms per image (median)")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=6, ncol=2)
+    ax1.set_title("MaskNet per image (solid: 1 thread, dashed: 2)", fontsize=9)
+    if e2e:
+        labels = [f"{r.get('variant')} {r.get('threads')}t" for r in e2e]
+        ax2.barh(range(len(e2e)), [r["total_ms"] for r in e2e], color="tab:green")
+        ax2.set_yticks(range(len(e2e)), labels, fontsize=7)
+        ax2.invert_yaxis()
+        ax2.set_xlabel("ms per 12 MP photo, end to end")
+        ax2.grid(True, axis="x", alpha=0.3)
+        ax2.set_title("12 MP photo end to end", fontsize=9)
+    else:
+        ax2.axis("off")
+    fig.suptitle(f"on-device apply (onnxruntime)\n{_stamp(payload)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 PLOTTERS = {
     "generation": plot_generation,
     "batched_apply": plot_batched_apply,
-    "export": lambda p, o: plot_generic(p, o, ("files_per_s", "seconds"), "export: files/s"),
-    "apply": lambda p, o: plot_generic(p, o, ("ms", "ms_per_image", "latency_ms", "seconds"), "on-device apply latency"),
+    "export": plot_export,
+    "apply": plot_apply,
 }
 
 
