@@ -23,8 +23,8 @@ HERE = Path(__file__).resolve().parent
 STEPS = {  # name -> (script, extra args for --quick: tiny sizes, for smoke tests of the harness)
     "generate": ("bench_generate.py", ["--structure", "tiny", "--ns", "10,100", "--repeats", "2", "--repeats-large", "1",
                                        "--loop-cap", "10", "--member-steps", "1", "--member-batch", "2"]),
-    "export": ("bench_export.py", []),
-    "apply": ("bench_apply.py", []),
+    "export": ("bench_export.py", ["--quick"]),
+    "apply": ("bench_apply.py", ["--quick"]),
     "batched": ("bench_batched_apply.py", ["--k", "1,2", "--repeats", "1", "--structure", "tiny"]),
 }
 
