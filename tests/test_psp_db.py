@@ -166,3 +166,24 @@ def test_probe_delta_matches_the_masknet(structure):
     want = (delta_batched(spec, params, x) / spec.rho_pixel).flatten(1)
     assert got.shape == (3, 2 * 3 * 16 * 16)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_engine_on_cuda_matches_cpu(request):  # noqa: ANN001
+    """Generation and probe fingerprints on the GPU agree with the CPU (the service picks CUDA when present)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    tiny_checkpoint = request.getfixturevalue("tiny_checkpoint")  # trained only when it will be used
+    from hyperobf.export.secrets_z import secure_normal
+    from hyperobf.psp.engine import GenerationEngine, Variant
+
+    gpu = GenerationEngine.from_checkpoint(tiny_checkpoint, "cuda")
+    cpu = GenerationEngine.from_checkpoint(tiny_checkpoint, "cpu")
+    assert gpu.fingerprinter.version == cpu.fingerprinter.version
+    z = secure_normal(64, gpu.z_dim)
+    (wg, fg), (wc, fc) = gpu.generate(z), cpu.generate(z)
+    for k in wc:
+        np.testing.assert_allclose(wg[k], wc[k], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fg, fc, atol=2e-3)
+    files = gpu.renderer(Variant("onnx", "fp32", "fixed")).render({k: v[:2] for k, v in wg.items()}, ["0" * 24, "1" * 24])
+    assert len(files) == 2 and files[0] != files[1]
