@@ -273,3 +273,18 @@ def test_expired_token_and_disabled_account(psp_engine, tmp_path):  # noqa: ANN0
         assert r.status_code == 401 and "expired" in r.json()["detail"]
         r = c.post("/v1/masknets", headers=b["headers"])
         assert r.status_code == 403 and r.json()["error"] == "forbidden"
+
+
+def test_failed_batch_answers_503_without_details(psp_engine, tmp_path, caplog):  # noqa: ANN001, F811
+    svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'x.db'}")
+
+    def broken(files):  # noqa: ANN001, ANN202
+        raise RuntimeError("disk on fire: secret-ish detail")
+
+    svc.issuer._record = broken
+    with client_for(svc) as c:
+        h = new_account(c)["headers"]
+        r = c.post("/v1/masknets", headers=h)
+        assert r.status_code == 503 and r.json() == {"error": "unavailable", "detail": "issuance failed; try again"}
+        assert c.get("/v1/masknets", headers=h).json()["masknets"] == []
+    assert "issuance batch failed: RuntimeError" in caplog.text and "secret-ish" not in caplog.text

@@ -76,7 +76,10 @@ class Issuer:
             files = self._render([j for j in jobs if not j.future.done()])
             self._record(files)
         except Exception as e:  # noqa: BLE001 - every waiting request must get an answer
-            log.error("issuance batch failed: %s", type(e).__name__)
+            # the type and the database driver's own message, never the statement's parameters
+            orig = getattr(e, "orig", None)
+            log.error("issuance batch failed: %s%s", type(e).__name__,
+                      f" ({str(orig).splitlines()[0]})" if orig is not None and str(orig) else "")
             for j in jobs:
                 if not j.future.done():
                     j.future.set_exception(Unavailable("issuance failed; try again") if not isinstance(e, ApiError) else e)
@@ -90,10 +93,11 @@ class Issuer:
         while pending:
             z = np.asarray(self.z_sampler(len(pending), self.engine.z_dim), np.float32)
             weights, fps = self.engine.generate(z)
+            issued = self.index.nearest(fps)  # (len(pending),): one (n, dim) x (dim, N) product for the batch
             retry = []
             for i, job in enumerate(pending):
                 job.draws += 1
-                d = min(float(self.index.nearest(fps[i:i + 1])[0]), float(accepted.nearest(fps[i:i + 1])[0]))
+                d = min(float(issued[i]), float(accepted.nearest(fps[i:i + 1])[0]))
                 if d >= self.cfg.min_distance:
                     job.z, job.fingerprint = z[i], fps[i]
                     job.weights = {k: v[i] for k, v in weights.items()}
