@@ -53,14 +53,14 @@ def encode(spec: MaskNetSpec, precision: str, params: dict[str, np.ndarray]) -> 
     for name in spec.param_shapes():
         w = np.asarray(params[name], np.float32)
         if precision == "fp32":
-            out[name] = np.ascontiguousarray(w)
+            out[name] = w  # as generated (possibly a strided view; the splicer copies it once)
         elif precision == "fp16":
             out[name] = np.clip(w, -FP16_MAX, FP16_MAX).astype(np.float16)
         elif precision == "int8" and name.endswith(".weight"):
             q, scale = quantize_per_channel(w)
             out[name + "_q"], out[name + "_scale"] = q, scale
         elif precision == "int8":
-            out[name] = np.ascontiguousarray(w)
+            out[name] = w
         else:
             raise ValueError(f"unknown precision {precision!r}")
     return out

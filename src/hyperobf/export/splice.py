@@ -81,27 +81,45 @@ class ByteTemplate:
 
     def render_batch(self, values: dict[str, np.ndarray], model_ids: list[str],
                      out: np.ndarray | None = None) -> np.ndarray:
-        """(n, size) uint8: row i is user i's file. values[name]: (n, ...) arrays, any dtype.
+        """(n, size) uint8: row i is user i's file. values[name]: (n, ...) arrays in the stored dtype,
+        strided views welcome (they are copied straight into the file bytes).
 
         ``out``: a buffer of at least n rows to reuse (fresh pages cost page faults per chunk).
+        Only the bytes between regions are copied from the template: the regions are overwritten.
         """
         n = len(model_ids)
-        if out is None or out.shape[0] < n or out.shape[1] != self.size:
+        fresh = out is None or out.shape[0] < n or out.shape[1] != self.size
+        if fresh:
             out = np.empty((n, self.size), np.uint8)
         out = out[:n]
-        out[:] = self._base
+        for a, b in self._gaps():
+            out[:, a:b] = self._base[a:b]
         for r in self.regions:
+            dst = out[:, r.offset:r.offset + r.nbytes]  # (n, nbytes), rows contiguous
             if r.name == "model_id":
                 ids = np.frombuffer("".join(model_ids).encode("ascii"), np.uint8)
                 if ids.size != n * MODEL_ID_LEN:
                     raise ValueError(f"model ids must be {MODEL_ID_LEN} characters")
-                src = ids.reshape(n, MODEL_ID_LEN)
-            else:
-                src = np.ascontiguousarray(values[r.name]).reshape(n, -1).view(np.uint8)
-            if src.shape[1] != r.nbytes:
-                raise ValueError(f"{r.name}: {src.shape[1]} bytes per user, template holds {r.nbytes}")
-            out[:, r.offset:r.offset + r.nbytes] = src
+                dst[:] = ids.reshape(n, MODEL_ID_LEN)
+                continue
+            src = np.asarray(values[r.name]).reshape(n, -1)
+            if src.shape[1] * src.dtype.itemsize != r.nbytes:
+                raise ValueError(f"{r.name}: {src.shape[1] * src.dtype.itemsize} bytes per user, template holds {r.nbytes}")
+            dst.view(src.dtype)[:] = src  # typed view of the file bytes: one (strided) copy
         return out
+
+    def _gaps(self) -> list[tuple[int, int]]:
+        """Byte ranges of the template that no region covers."""
+        if not hasattr(self, "_gap_list"):
+            gaps, pos = [], 0
+            for r in sorted(self.regions, key=lambda r: r.offset):
+                if r.offset > pos:
+                    gaps.append((pos, r.offset))
+                pos = max(pos, r.offset + r.nbytes)
+            if pos < self.size:
+                gaps.append((pos, self.size))
+            self._gap_list = gaps
+        return self._gap_list
 
 
 def assert_same(rendered: bytes, reference: bytes, what: str) -> None:

@@ -45,8 +45,8 @@ class VerifyInputs:
         return self.groups["faces"]
 
 
-def make_inputs(spec: MaskNetSpec, shape: str, faces_dir: str | Path | None = None, n_faces: int = 4,
-                seed: int = 0) -> VerifyInputs:
+def make_inputs(spec: MaskNetSpec, shape: str, faces_dir: str | Path | None = None, n_faces: int = 3,
+                seed: int = 0, n_random: int = 1) -> VerifyInputs:
     """Random inputs (plus a non-square size for dynamic models) and faces at the working size.
 
     Faces come from ``faces_dir`` (ImageFolder, real faces) when given, else from the embedded
@@ -56,7 +56,7 @@ def make_inputs(spec: MaskNetSpec, shape: str, faces_dir: str | Path | None = No
 
     rng = np.random.default_rng(seed)
     s = spec.input_size
-    groups = {"random": rng.random((2, 3, s, s), dtype=np.float32)}
+    groups = {"random": rng.random((n_random, 3, s, s), dtype=np.float32)}
     if shape == "dynamic":
         m = spec.stride_product
         h, w = max(m, (s // 2) // m * m), max(m, (s + s // 2) // m * m)

@@ -28,20 +28,20 @@ _os_write = os.write  # module-level so tests can simulate a full disk (ENOSPC)
 WORKERS = 2
 
 
-def _write_file(path: Path, data: memoryview) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def _write_file(path: Path, data: memoryview, check: bool = False) -> None:
+    """Create ``path`` (never replacing a file) with ``data``; ``check``: read it back through the
+    same descriptor and compare (OSError if the file does not hold exactly ``data``)."""
+    fd = os.open(path, (os.O_RDWR if check else os.O_WRONLY) | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         done = 0
         while done < len(data):
             done += _os_write(fd, data[done:])
+        if check:
+            got = os.pread(fd, len(data) + 1, 0)
+            if len(got) != len(data) or got != data:
+                raise OSError(errno.EIO, "read-back does not match what was written", str(path))
     finally:
         os.close(fd)
-
-
-def _read_back_equal(path: Path, data: memoryview) -> bool:
-    with open(path, "rb", buffering=0) as f:
-        got = f.read(len(data) + 1)
-    return len(got) == len(data) and got == data
 
 
 def tree_sha256(files: dict[str, str]) -> str:
@@ -127,9 +127,7 @@ class Staging:
                 path = root / rel if rel else root
                 if rel:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                _write_file(path, row)
-                if not _read_back_equal(path, row):
-                    raise OSError(f"read-back of {names[i]}/{rel} does not match what was written")
+                _write_file(path, row, check=True)
                 digests[rel] = hashlib.sha256(row).hexdigest()
                 size += len(row)
             res.append((digests[""] if "" in digests else tree_sha256(digests), size))
