@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -238,6 +239,13 @@ def main() -> None:
         raise SystemExit("--requests, --concurrency and --accounts must be >= 1")
 
     work = Path(tempfile.mkdtemp(prefix="psp-load-"))
+    try:
+        _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # checkpoint, databases, server logs
+
+
+def _run(args: argparse.Namespace, work: Path) -> None:
     checkpoint = args.checkpoint or _checkpoint(args.structure, work / "ckpt")
     from hyperobf.train.checkpoint import file_sha256, load_checkpoint
 
