@@ -148,6 +148,14 @@ def _squeeze(args: list, a: dict) -> torch.Tensor:
     return x
 
 
+def _gather(args: list, a: dict) -> torch.Tensor:
+    x, idx = args[0], args[1].long()
+    ax = a.get("axis", 0) % x.dim()
+    idx = torch.where(idx < 0, idx + x.shape[ax], idx)  # ONNX allows negative indices
+    out = torch.index_select(x, ax, idx.reshape(-1))
+    return out.reshape(tuple(x.shape[:ax]) + tuple(idx.shape) + tuple(x.shape[ax + 1:]))
+
+
 def _pool(args: list, a: dict, kind: str) -> torch.Tensor:
     k = a["kernel_shape"]
     nd = len(k)
@@ -184,8 +192,7 @@ _OPS: dict[str, Callable[[OnnxModule, list, dict], torch.Tensor]] = {
     "AveragePool": lambda m, x, a: _pool(x, a, "avg"),
     "Transpose": lambda m, x, a: x[0].permute(*(a.get("perm") or reversed(range(x[0].dim())))),
     "Shape": lambda m, x, a: torch.tensor(x[0].shape, dtype=torch.int64, device=x[0].device),
-    "Gather": lambda m, x, a: torch.index_select(x[0], a.get("axis", 0), x[1].reshape(-1).long()).reshape(
-        *x[0].shape[: a.get("axis", 0)], *x[1].shape, *x[0].shape[a.get("axis", 0) + 1:]),
+    "Gather": lambda m, x, a: _gather(x, a),
     "Unsqueeze": lambda m, x, a: _unsqueeze(x, a),
     "Squeeze": lambda m, x, a: _squeeze(x, a),
     "Concat": lambda m, x, a: torch.cat(x, dim=a["axis"]),

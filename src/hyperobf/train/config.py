@@ -48,6 +48,7 @@ class TrainConfig:
     eval_nets: int = 4
     # data
     data: str = ""  # ImageFolder root; "" = the embedded synthetic set
+    image_size: int = 112  # faces are resized to this side (MaskNets are fully convolutional; tests use less)
     holdout_fraction: float = 0.1
     max_identities: int = 0
     max_per_identity: int = 0
@@ -102,6 +103,8 @@ class TrainConfig:
         lo, hi = self.resize_range
         if not 0 < lo <= hi <= 1:
             raise ValueError("resize_range must be [lo, hi] with 0 < lo <= hi <= 1")
+        if self.image_size < 8:
+            raise ValueError("image_size must be >= 8")
         if self.eval_images < 1 or self.eval_nets < 1:
             raise ValueError("eval_images and eval_nets must be >= 1")
 

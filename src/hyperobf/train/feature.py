@@ -1,6 +1,7 @@
 """Feature-space objective (Fawkes-style, seed Eq. 2.2–2.5) under a frozen pretrained embedder Φ.
 
-* untargeted: J1 = mean cos(Φ(x), Φ(x ⊕ δ)) — push each protected face away from itself;
+* untargeted: J1 = mean (1 − ‖Φ(x ⊕ δ) − Φ(x)‖ / 2) on unit embeddings — push each protected
+  face away from itself (a monotone function of cos(Φ(x), Φ(x ⊕ δ)) with a usable gradient at δ = 0);
 * targeted:   J1 = mean (1 − cos(Φ(x ⊕ δ), a_y)) — pull it toward the anchor a_y of identity y,
   the centroid of the training identity farthest from y's own centroid (as Fawkes picks a
   dissimilar target class).
@@ -112,7 +113,10 @@ class FeatureObjective(nn.Module):
         if self.mode == "untargeted":
             with torch.no_grad():
                 e_clean = self.embedder(x_clean)
-            return (e_prot * e_clean).sum(1).mean()
+            # chord distance, not cosine: cos has zero gradient at δ = 0 (its maximum), so a cosine
+            # loss starts flat and loses to the budget penalty; the distance's gradient has norm 1/2
+            dist = (e_prot - e_clean).pow(2).sum(1).add(1e-12).sqrt()  # (B,) in [0, 2]
+            return (1.0 - dist / 2.0).mean()
         if not self.anchors.numel():
             raise RuntimeError("targeted feature objective needs prepare() (anchors) before training")
         return (1.0 - (e_prot * self.anchors[y]).sum(1)).mean()

@@ -45,8 +45,8 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 def load_faces(cfg: TrainConfig) -> FaceSet:
     if cfg.data:
-        return load_image_folder(cfg.data, max_identities=cfg.max_identities, max_per_identity=cfg.max_per_identity)
-    return synthetic_faces(seed=cfg.seed)
+        return load_image_folder(cfg.data, cfg.image_size, cfg.max_identities, cfg.max_per_identity)
+    return synthetic_faces(size=cfg.image_size, seed=cfg.seed)
 
 
 def training_split(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
@@ -67,6 +67,26 @@ def _augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.T
     from .augment import upload_augment  # differentiable JPEG / resize (upload robustness)
 
     return upload_augment(x, cfg, gen)
+
+
+def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+              gen: torch.Generator, independent: bool = False, autocast=contextlib.nullcontext):
+    """One step's loss for n nets (params {name: (n, ...)}) on x (n·b, 3, H, W) with labels y (n·b,).
+
+    Returns (loss, protected faces (n·b, 3, H, W), {J1, J2, dssim, dssim_max, param_var} tensors).
+    """
+    n = next(iter(params.values())).shape[0]
+    with autocast():
+        x_prot = apply_batched(spec, params, x.view(n, -1, *x.shape[1:])).flatten(0, 1)
+    x_prot = x_prot.float()
+    d = dssim(x_prot, x)  # (n·b,) in float32: SSIM of a 0.03 perturbation needs the precision
+    with autocast():
+        j1 = objective.j1(x, _augment(x_prot, cfg, gen), y).float()
+    var = param_variance(params)
+    j2 = diversity_loss(var)
+    penalty = cfg.lambda_dssim * budget_penalty(d, cfg.dssim_budget)
+    loss = (j1 if independent else total_loss(j1, j2, cfg.lambda_div, cfg.alpha)) + penalty
+    return loss, x_prot, {"J1": j1, "J2": j2, "dssim": d.mean(), "dssim_max": d.max(), "param_var": var}
 
 
 def _seed_everything(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> torch.Generator:
@@ -96,6 +116,8 @@ def train(
     amp = cfg.amp and device.type == "cuda"
 
     spec = builtin_spec(cfg.structure, cfg.rho_pixel)
+    if cfg.image_size % spec.stride_product:
+        raise ValueError(f"image_size {cfg.image_size} is not divisible by structure {spec.name}'s stride {spec.stride_product}")
     faces = load_faces(cfg)
     train_set, hold = split_holdout(faces, cfg.holdout_fraction, cfg.seed)
     hold = hold.subset(torch.arange(min(len(hold), cfg.eval_images)))
@@ -145,16 +167,7 @@ def train(
             idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)
             x, y = x_all[idx], y_all[idx]
             params = source.sample(n, gen)
-            with autocast():
-                x_prot = apply_batched(spec, params, x.view(n, b, *x.shape[1:])).flatten(0, 1)  # (n*b, 3, H, W)
-            x_prot = x_prot.float()
-            d = dssim(x_prot, x)  # (n*b,) in float32: SSIM of a 0.03 perturbation needs the precision
-            with autocast():
-                j1 = objective.j1(x, _augment(x_prot, cfg, gen), y).float()
-            var = param_variance(params)
-            j2 = diversity_loss(var)
-            penalty = cfg.lambda_dssim * budget_penalty(d, cfg.dssim_budget)
-            loss = (j1 if independent else total_loss(j1, j2, cfg.lambda_div, cfg.alpha)) + penalty
+            loss, x_prot, parts = step_loss(spec, cfg, objective, params, x, y, gen, independent, autocast)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(source, info)
@@ -162,8 +175,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(source.parameters(), cfg.grad_clip)
             opt.step()
             clf_loss = objective.update(x, x_prot, y, sync=lambda m: distributed.average_gradients(m, info))
-            for k, v in (("J", loss), ("J1", j1), ("J2", j2), ("dssim", d.mean()), ("dssim_max", d.max()),
-                         ("param_var", var), ("clf_loss", clf_loss)):
+            for k, v in (("J", loss), *parts.items(), ("clf_loss", clf_loss)):
                 v = float(v.detach() if torch.is_tensor(v) else v)
                 sums[k] = max(sums[k], v) if k == "dssim_max" else sums[k] + v / steps
         sums = {k: distributed.mean_scalar(v, info, device) for k, v in sums.items()}

@@ -50,14 +50,14 @@ def split_gallery_queries(loaded, data: str | Path, seed: int, max_identities: i
     parts: list[tuple[str, torch.Tensor, torch.Tensor, bool]] = []  # (name, gallery imgs, query imgs, seen)
     seen_names: list[str] = []
     if cfg.data:  # rebuild the training run's split from this folder, with the run's own limits
-        trained = load_image_folder(data, max_identities=cfg.max_identities, max_per_identity=cfg.max_per_identity)
+        trained = load_image_folder(data, cfg.image_size, cfg.max_identities, cfg.max_per_identity)
         if list(loaded.payload.get("classes", trained.classes)) != trained.classes:
             raise ValueError(f"{data} does not hold the identities this checkpoint was trained on")
         tr, ho = split_holdout(trained, cfg.holdout_fraction, cfg.seed)
         seen_names = trained.classes
         for c, name in enumerate(trained.classes):
             parts.append((name, _take(tr, c, max_gallery), _take(ho, c, max_query), True))
-    everyone = load_image_folder(data, max_identities=max_identities)
+    everyone = load_image_folder(data, cfg.image_size, max_identities=max_identities)
     g = torch.Generator().manual_seed(seed)
     for c, name in enumerate(everyone.classes):
         if name in seen_names:

@@ -1,0 +1,50 @@
+"""KL-divergence diversity between generated nets, and the upload-robustness augmentation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from _train_support import tiny_cfg
+
+from hyperobf.train.augment import upload_augment
+from hyperobf.train.diversity import kl_diversity, kl_matrix, param_variance
+
+
+def _nets(*weights):
+    return {"conv.weight": torch.stack([torch.as_tensor(w, dtype=torch.float32) for w in weights]),
+            "conv.bias": torch.zeros(len(weights), 1)}
+
+
+def test_kl_zero_for_identical_nets_positive_for_different():
+    w = torch.randn(64)
+    same = _nets(w, w, w)
+    assert kl_diversity(same)["mean"] == 0.0 and kl_diversity(same, "histogram")["mean"] < 1e-9
+    diff = _nets(w, 3 * w + 1)
+    assert kl_diversity(diff)["min"] > 0.1 and kl_diversity(diff, "histogram")["min"] > 0.1
+    assert float(param_variance(same)) == 0.0 and float(param_variance(diff)) > 0
+
+
+def test_gaussian_kl_matches_closed_form():
+    a = torch.tensor([0.0, 2.0])  # mean 1, var 1
+    b = torch.tensor([0.0, 4.0])  # mean 2, var 4
+    m = kl_matrix(_nets(a, b))
+    expected = 0.5 * (math.log(4 / 1) + (1 + (1 - 2) ** 2) / 4 - 1)
+    assert abs(float(m[0, 1]) - expected) < 1e-9 and float(m[0, 0]) == 0.0
+
+
+def test_upload_augment_is_seeded_differentiable_and_changes_images():
+    cfg = tiny_cfg(jpeg_prob=1.0, jpeg_quality=(50, 70), resize_prob=1.0, resize_range=(0.5, 0.6))
+    x = torch.rand(4, 3, 112, 112, requires_grad=True)
+    y1 = upload_augment(x, cfg, torch.Generator().manual_seed(0))
+    y2 = upload_augment(x, cfg, torch.Generator().manual_seed(0))
+    assert y1.shape == x.shape and torch.equal(y1, y2)
+    assert float((y1 - x).abs().mean()) > 0.01 and 0 <= float(y1.min()) and float(y1.max()) <= 1
+    y1.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_upload_augment_probability_zero_is_identity():
+    cfg = tiny_cfg(jpeg_prob=0.0, resize_prob=0.0)
+    x = torch.rand(2, 3, 112, 112)
+    assert torch.equal(upload_augment(x, cfg, torch.Generator().manual_seed(0)), x)

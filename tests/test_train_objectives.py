@@ -1,0 +1,90 @@
+"""Objectives and budget on the tiny spec: J1 falls on a fixed batch; |δ| ≤ ρ_pixel; the DSSIM penalty acts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _train_support import tiny_cfg, write_tiny_embedder
+
+from hyperobf.models.masknet import apply_batched
+from hyperobf.spec import builtin_spec
+from hyperobf.train.data import synthetic_faces
+from hyperobf.train.loop import step_loss
+from hyperobf.train.objectives import build_objective
+from hyperobf.train.sources import build_source
+
+
+@pytest.fixture(scope="module")
+def embedder_path(tmp_path_factory):
+    return write_tiny_embedder(tmp_path_factory.mktemp("emb") / "tiny_embedder.onnx")
+
+
+def _fit_fixed_batch(cfg, steps: int, update_objective: bool = False):
+    """Train on one fixed batch with fixed users' z.
+
+    Returns (J1 first step, J1 last step, objective, source, x, per-step mean DSSIM)."""
+    torch.manual_seed(0)
+    spec = builtin_spec(cfg.structure, cfg.rho_pixel)
+    faces = synthetic_faces(n_identities=4, per_identity=2, size=48)  # small: the nets are fully convolutional
+    x, y = faces.float(), faces.labels  # (8, 3, 48, 48)
+    source = build_source(spec, cfg)
+    objective = build_objective(cfg, len(faces.classes))
+    if hasattr(objective, "prepare"):
+        objective.prepare(x, y, len(faces.classes))
+    z = torch.randn(cfg.nets_per_step, source.z_dim, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.Adam(source.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(2)
+    j1s, dssims = [], []
+    for _ in range(steps):
+        loss, x_prot, parts = step_loss(spec, cfg, objective, source.issue(z), x, y, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if update_objective:
+            objective.update(x, x_prot, y)
+        j1s.append(float(parts["J1"].detach()))
+        dssims.append(float(parts["dssim"].detach()))
+    return j1s[0], j1s[-1], objective, source, x, dssims
+
+
+@pytest.mark.parametrize("objective,mode", [("classifier", "targeted"), ("feature", "targeted"), ("feature", "untargeted")])
+def test_objective_loss_falls_on_fixed_batch(objective, mode, embedder_path):
+    cfg = tiny_cfg(objective=objective, feature_mode=mode, embedder=str(embedder_path) if objective == "feature" else "",
+                   nets_per_step=2, lr=1e-3, lambda_div=100.0, dssim_budget=1.0, rho_pixel=0.1)
+    first, last, *_ = _fit_fixed_batch(cfg, steps=10)
+    if mode == "untargeted" and objective == "feature":  # J1 = cos(Φ(x), Φ(x⊕δ)) starts next to 1
+        assert 1 - last > 2 * (1 - first), (first, last)
+    else:
+        assert last < first - 0.01 * abs(first), (first, last)
+
+
+def test_targeted_anchor_is_the_farthest_other_identity(embedder_path):
+    from hyperobf.train.feature import farthest_anchors
+
+    c = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.2]]), dim=1)
+    assert farthest_anchors(c).tolist() == [2, 2, 0]
+    cfg = tiny_cfg(objective="feature", embedder=str(embedder_path))
+    _, _, obj, *_ = _fit_fixed_batch(cfg, steps=1)
+    assert obj.anchors.shape == (4, 16)  # 4 identities, 16-d embeddings
+    assert all(int(a) != i for i, a in enumerate(obj.anchor_ids))  # never its own identity
+    assert torch.allclose(obj.anchors.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_budget_pixel_clip_holds_under_aggressive_training():
+    cfg = tiny_cfg(lr=0.05, lambda_div=100.0, rho_pixel=0.03, lambda_dssim=0.0)
+    _, _, _, source, x, _ = _fit_fixed_batch(cfg, steps=10)
+    with torch.no_grad():
+        params = source.sample(4, torch.Generator().manual_seed(5))
+        xs = x.unsqueeze(0).expand(4, *x.shape)
+        delta = apply_batched(source.spec, params, xs) - xs
+    assert float(delta.abs().max()) <= 0.03 + 1e-6
+
+
+def test_dssim_penalty_pulls_perturbation_under_budget():
+    """With J1 off (λ_div = 0), the penalty alone must cut a DSSIM far over the budget; without it, it stays."""
+    on = tiny_cfg(rho_pixel=0.3, lambda_div=0.0, dssim_budget=0.0, lambda_dssim=1000.0, lr=3e-4)
+    _, _, _, _, _, hist = _fit_fixed_batch(on, steps=12)
+    assert hist[0] > 0.01 and hist[-1] < 0.5 * hist[0], hist
+    off = tiny_cfg(rho_pixel=0.3, lambda_div=0.0, dssim_budget=0.0, lambda_dssim=0.0, lr=3e-4)
+    _, _, _, _, _, hist_off = _fit_fixed_batch(off, steps=12)
+    assert hist_off[-1] > 0.8 * hist_off[0], hist_off
