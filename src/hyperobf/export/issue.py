@@ -189,7 +189,7 @@ def issue_users(
             t = time.perf_counter()
             local = [i - start for i in chosen]
             sub = {k: v[local] for k, v in params.items()}
-            refs = reference(spec, sub, inputs)
+            refs = reference(spec, sub, inputs, dssim=any(j.precision != "fp32" for j in jobs))
             for j in jobs:
                 row = verifier(j.row)(templates[j], [staging.path(names[j][i]) for i in chosen], sub, inputs,
                                       j.label, refs=refs)

@@ -28,7 +28,7 @@ _os_write = os.write  # module-level so tests can simulate a full disk (ENOSPC)
 WORKERS = 2
 
 
-def _write_file(path: Path, data: memoryview, check: bool = False) -> None:
+def _write_file(path: str | Path, data: memoryview, check: bool = False) -> None:
     """Create ``path`` (never replacing a file) with ``data``; ``check``: read it back through the
     same descriptor and compare (OSError if the file does not hold exactly ``data``)."""
     fd = os.open(path, (os.O_RDWR if check else os.O_WRONLY) | os.O_CREAT | os.O_EXCL, 0o644)
@@ -117,17 +117,21 @@ class Staging:
         return Pending([self._pool.submit(self._write_range, names, files, idx) for idx in parts])
 
     def _write_range(self, names: list[str], files: dict[str, np.ndarray], idx: np.ndarray) -> list[tuple[str, int]]:
+        # A package's folders, parents first (made with one mkdir each, not mkdir -p per file).
+        folders = sorted({str(Path(rel).parents[k]) for rel in files if rel for k in range(len(Path(rel).parents) - 1)},
+                         key=lambda d: d.count("/"))
         res = []
         for i in idx:
-            root = self.dir / names[i]
+            root = os.path.join(self.dir, names[i])
+            if "" not in files:
+                os.mkdir(root)
+                for d in folders:
+                    os.mkdir(os.path.join(root, d))
             digests: dict[str, str] = {}
             size = 0
             for rel, arr in files.items():
                 row = memoryview(arr[i])
-                path = root / rel if rel else root
-                if rel:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                _write_file(path, row, check=True)
+                _write_file(os.path.join(root, rel) if rel else root, row, check=True)
                 digests[rel] = hashlib.sha256(row).hexdigest()
                 size += len(row)
             res.append((digests[""] if "" in digests else tree_sha256(digests), size))
