@@ -149,7 +149,9 @@ class EvalContext:
                 out[i][att.name] = r["acc"]
                 if att.name == "resnet18":
                     out[i]["resnet18_epoch"] = r["epoch"]
-        self.timings["attack"] = self.timings.get("attack", 0.0) + time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.timings["attack"] = self.timings.get("attack", 0.0) + dt
+        self.log(f"    attacked {len(jobs)} uploads ({sum(mask)} with ResNet-18) in {dt:.1f} s")
         return out
 
     def baseline(self) -> list[dict[str, float]]:

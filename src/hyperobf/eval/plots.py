@@ -41,20 +41,22 @@ def accuracy_bars(path: Path, groups: list[str], series: dict[str, list[tuple[fl
 def heatmaps(path: Path, mats: dict[str, np.ndarray], title: str, xlabel: str = "InvNet trained on net j",
              ylabel: str = "target protected by net i", ticks: list[str] | None = None) -> Path:
     n = len(mats)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    k = max(m.shape[0] for m in mats.values())
+    side = 3.4 if k <= 5 else 5.0  # room for the cell labels of a 10x10 matrix
+    fig, axes = plt.subplots(1, n, figsize=((side + 0.3) * n, side), squeeze=False)
     for ax, (name, m) in zip(axes[0], mats.items()):
         im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
-        if ticks:
-            ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
-            ax.set_yticks(range(len(ticks)), ticks, fontsize=7)
+        labels = ticks or [str(i) for i in range(m.shape[0])]
+        ax.set_xticks(range(m.shape[1]), labels[:m.shape[1]], fontsize=7)
+        ax.set_yticks(range(m.shape[0]), labels[:m.shape[0]], fontsize=7)
         if m.shape[0] <= 12:
             for i in range(m.shape[0]):
                 for j in range(m.shape[1]):
                     if not np.isnan(m[i, j]):
-                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6 if m.shape[0] <= 6 else 5,
                                 color="w" if m[i, j] < 0.6 else "k")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title, fontsize=10)

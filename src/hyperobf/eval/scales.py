@@ -32,8 +32,8 @@ class EvalScale:
     # --- ResNet-18 FR attacker -----------------------------------------------------------
     fr_width: int = 64  # 64 = standard ResNet-18
     fr_pretrain_epochs: int = 15
-    fr_epochs: int = 12  # fine-tuning epochs at most (early stopping on distractor validation)
-    fr_patience: int = 3
+    fr_epochs: int = 10  # fine-tuning epochs at most (early stopping on distractor validation)
+    fr_patience: int = 2
     fr_batch: int = 64  # images per model per step
     fr_lr: float = 1e-3
     fr_bank: int = 10  # FR models trained at once (grouped conv)
@@ -44,8 +44,8 @@ class EvalScale:
     # --- experiments -----------------------------------------------------------------------
     mix_nets: int = 10  # E3: nets per method (thesis: 10x10)
     mix_users: int = 5  # E3/E5: target users of the mix matrices
-    resnet_cells: int = 10  # E3: ResNet-attacked cells per user and method (0 = all); embedders do all
-    held_draws: int = 3  # E4/E8: random draws of the attacker's held nets
+    resnet_cells: int = 6  # E3: ResNet-attacked cells per user and method (0 = all); embedders do all
+    held_draws: int = 2  # E4/E8: random draws of the attacker's held nets
     held_counts: tuple[int, ...] = (1, 2, 3)
     e4_pool: int = 16  # E4: nets generated in one batch (thesis: 16)
     e5_structures: tuple[str, ...] = ("A", "B", "C")
@@ -76,15 +76,15 @@ SCALES: dict[str, EvalScale] = {
         e6_nets=4, notes="CI smoke scale: numbers are not meaningful, only that every path runs.",
     ),
     "reduced": EvalScale(
-        name="reduced", n_targets=5, n_distractors=20, structure="tiny", psp_identities=24, psp_per_identity=12,
-        psp_epochs=30, psp_nets_per_step=4, psp_batch_images=8, public_images=600, fr_width=16, fr_pretrain_epochs=3,
+        name="reduced", n_targets=5, n_distractors=20, structure="tiny", psp_identities=12, psp_per_identity=12,
+        psp_epochs=8, psp_nets_per_step=4, psp_batch_images=8, public_images=600, fr_width=16, fr_pretrain_epochs=3,
         fr_epochs=5, fr_patience=2, fr_batch=32, fr_bank=4, inv_epochs=3, inv_batch=32, mix_nets=3,
         mix_users=2, resnet_cells=3, held_draws=1, e4_pool=8, e6_lambdas=(1.0, 10.0), e6_alphas=(0.01, 0.0001),
         e6_epochs=(2, 4, 8), e6_nets=8,
         notes="CPU scale (2 cores shared with other jobs): 20 distractors instead of 50, 5 targets, ResNet-18 at "
               "width 16 (fine-tuned <= 5 epochs), MaskNet structure 'tiny' (conv 3-4-8, 1x1 16) instead of A (a "
-              "structure-A HyperNet trains at ~2 min/epoch on this shared CPU), PSP trained 30 epochs on 288 "
-              "glint24 faces (4 nets x 8 faces per step) instead of hundreds of epochs, 3x3 mix matrices on 2 users (3 off-diagonal + 1 "
+              "structure-A HyperNet trains at ~2 min/epoch on this shared CPU), PSP trained 8 epochs on 144 "
+              "glint24 faces of 12 identities (4 nets x 8 faces per step) instead of hundreds of epochs, 3x3 mix matrices on 2 users (3 off-diagonal + 1 "
               "diagonal ResNet-attacked cells per user), InvNets trained 3 epochs on 600 public faces.",
     ),
     "full": EvalScale(name="full", notes="Thesis protocol (50 distractors, 25 images per class, 10x10 mix "

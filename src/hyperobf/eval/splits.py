@@ -104,14 +104,20 @@ def make_split(faces_root: str | Path, scale, seed: int, psp_source: str = "glin
         tr, va = files_of(d, scale.train_per_class, scale.val_per_distractor)
         split["distractors"][d] = {"train": tr, "val": va}
 
-    # Public set: every identity of public_source not in the FR set, files capped at public_images.
+    # Public set: identities of public_source not in the FR set, files capped at public_images.
     used = set(targets) | set(distractors) if public_source == fr_source else set()
     pub_ids = list_identities(root / public_source) if public_source != fr_source else fr_ids
     if psp_source == public_source:
         raise ValueError("the PSP training set and the attacker's public set must come from different folders")
-    candidates = [(i, f) for i, files in pub_ids.items() if i not in used for f in files]
-    rng.shuffle(candidates)
-    chosen = sorted(candidates[:scale.public_images])
+    # Whole identities at random until the cap: identity-rich faces pre-train the attacker's trunk better.
+    ids = [i for i in pub_ids if i not in used]
+    rng.shuffle(ids)
+    chosen = []
+    for i in ids:
+        if len(chosen) >= scale.public_images:
+            break
+        chosen += [(i, f) for f in pub_ids[i][:scale.public_images - len(chosen)]]
+    chosen = sorted(chosen)
     counts: dict[str, int] = {}
     for i, _ in chosen:
         counts[i] = counts.get(i, 0) + 1
