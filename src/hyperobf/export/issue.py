@@ -118,13 +118,29 @@ def issue_users(
     precisions: list[str] | tuple[str, ...] = ("fp32",), shape: str = "fixed", verify: str = "sample",
     verify_inputs: np.ndarray | VerifyInputs | None = None, verify_faces: str | Path | None = None,
     seeds_file: str | Path | None = None, user_prefix: str = "user", overwrite: bool = False,
-    chunk: int = 1024, progress: Callable[[int, int], None] | None = None,
+    chunk: int = 1024, progress: Callable[[int, int], None] | None = None, torch_threads: int | None = 1,
 ) -> IssueReport:
     """Write one model per user and (format, precision) plus ``manifest.jsonl`` into ``out``.
 
     ExportError (a ValueError) with a one-line reason on bad arguments, refused variants,
     failed verification or a failed write; ``out`` is then left as it was.
+
+    ``torch_threads``: torch's thread count while issuing (restored afterwards). 1 by default:
+    the writer threads keep the other core busy, and on a shared machine one torch thread is
+    several times faster than two that wait for each other (None: leave torch's setting).
     """
+    previous = torch.get_num_threads()
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    try:
+        return _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inputs, verify_faces,
+                      seeds_file, user_prefix, overwrite, chunk, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inputs, verify_faces, seeds_file,
+           user_prefix, overwrite, chunk, progress) -> IssueReport:
     if n_users < 1:
         raise ExportError("number of users must be >= 1")
     if shape not in SHAPES:

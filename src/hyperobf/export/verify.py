@@ -75,15 +75,19 @@ def torch_reference(spec: MaskNetSpec, params: dict[str, np.ndarray], x: np.ndar
     """fp32 torch MaskNets of k users on the same images: x (B,3,H,W) -> (protected, δ), each (k,B,3,H,W)."""
     import torch
 
-    from ..models.masknet import delta_batched
+    from ..models.masknet import MaskNet
 
+    net = MaskNet(spec).eval()
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    outs, deltas = [], []
     with torch.no_grad():
-        p = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in params.items()}
-        k = next(iter(p.values())).shape[0]
-        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        xs = xt.unsqueeze(0).expand(k, *xt.shape).contiguous()
-        d = delta_batched(spec, p, xs)
-        return (xs + d).clamp(0.0, 1.0).numpy(), d.numpy()
+        # One plain net per user: faster than one grouped-conv pass for a few users on a busy CPU.
+        for i in range(len(next(iter(params.values())))):
+            net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v[i], np.float32)) for k, v in params.items()})
+            d = net.delta(xt)
+            outs.append((xt + d).clamp(0.0, 1.0).numpy())
+            deltas.append(d.numpy())
+    return np.stack(outs), np.stack(deltas)
 
 
 def ort_session(data: bytes, basic: bool = False):
