@@ -14,8 +14,9 @@ from .bench_cmd import bench_app
 from .common import fail  # noqa: F401  (re-exported for sub-apps)
 from .protect_cmd import protect
 from .export_cmd import export
-from .psp_cmds import demo, train
+from .psp_cmds import demo
 from .serve_cmd import serve
+from .train_cmd import protection_check, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="HyperObf: per-user face-cloaking MaskNets (PSP training/export, on-device protection).")
@@ -23,6 +24,7 @@ app.command()(train)
 app.command()(export)
 app.command()(protect)
 app.command()(demo)
+app.command("protection-check")(protection_check)
 
 from .eval_cmd import eval_app  # noqa: E402  (evaluation harness, issue 6)
 

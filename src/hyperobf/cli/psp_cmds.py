@@ -13,38 +13,6 @@ from .common import errors_as_one_line, fail, progress_bar
 _BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, OSError)
 
 
-def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoint.pt, config.json, metrics.jsonl).", file_okay=False)],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (configs/*.toml).", exists=True, dir_okay=False)] = None,
-    data: Annotated[Optional[Path], typer.Option(help="ImageFolder face directory (default: embedded synthetic set).", exists=True, file_okay=False)] = None,
-    structure: Annotated[Optional[str], typer.Option(help="MaskNet structure: A, B, C, D, tiny.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="hypernet | static | ensemble | mcdropout.")] = None,
-    objective: Annotated[Optional[str], typer.Option(help="classifier | feature.")] = None,
-    embedder: Annotated[Optional[Path], typer.Option(help="ONNX face embedder (feature objective).", exists=True, dir_okay=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.", exists=True, dir_okay=False)] = None,
-) -> None:
-    """Train a HyperNet (or a baseline) and write a checkpoint with spec + config + state."""
-    from ..train.config import TrainConfig
-    from ..train.loop import train as run_train
-
-    overrides = dict(data=str(data) if data else None, structure=structure, method=method, objective=objective,
-                     embedder=str(embedder) if embedder else None, epochs=epochs, device=device, seed=seed)
-    with errors_as_one_line(*_BAD_INPUT):
-        cfg = TrainConfig.from_toml(config, **overrides) if config else TrainConfig.from_dict(
-            {k: v for k, v in overrides.items() if v is not None})
-        with progress_bar() as bar:
-            task = bar.add_task(f"training {cfg.method} {cfg.structure}", total=cfg.epochs)
-            result = run_train(cfg, out, resume=resume, progress=lambda e, n: bar.update(task, completed=e))
-    last = result.metrics[-1]
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"epoch {last['epoch']}: J1 {last['J1']:.4f}  J2 {last['J2']:.4f}  param_var {last['param_var']:.4g}  "
-          f"held-out DSSIM mean {last['holdout']['dssim_mean']:.4f} max {last['holdout']['dssim_max']:.4f}  "
-          f"PSNR {last['holdout']['psnr_mean']:.2f} dB  ({result.seconds:.1f} s)")
-
-
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the demo's files.", file_okay=False)] = Path("hyperobf-demo"),
     data: Annotated[Optional[Path], typer.Option(help="Real faces (ImageFolder); default: embedded sample images.", exists=True, file_okay=False)] = None,
