@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` imp
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks._common import (RESULTS, contention_probe, loadavg, peak_rss_mb, pin_threads, print_table, reset_peak_rss,  # noqa: E402
-                                rss_mb, timing_stats, torch_info, write_json)
+from benchmarks._common import (  # noqa: E402
+    RESULTS, contention_probe, loadavg, peak_rss_mb, pin_threads, print_table,
+    read_json, reset_peak_rss, rss_mb, timing_stats, torch_info, write_json)
 from hyperobf.models.hypernet import HyperNet, HyperNetConfig  # noqa: E402
 from hyperobf.spec import MaskNetSpec, builtin_spec  # noqa: E402
 
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_plot:
         from benchmarks.plots import plot_generation
 
-        print(f"wrote {plot_generation(payload, Path(args.out) / (args.name + '.png'))}")
+        print(f"wrote {plot_generation(read_json(path), Path(args.out) / (args.name + '.png'))}")
     return payload
 
 
