@@ -177,3 +177,16 @@ def test_run_all_quick(tmp_path):
                           "--out", str(tmp_path), "--no-check"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert {"generation.json", "generation.png", "batched_apply.json", "batched_apply.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.gpu
+def test_generation_cuda_rows(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from benchmarks import bench_generate
+
+    d = bench_generate.main(["--device", "cuda", "--structure", "tiny", "--ns", "3,20", "--repeats", "2",
+                             "--loop-cap", "3", "--member-steps", "1", "--member-batch", "2", "--out", str(tmp_path), "--no-plot"])
+    variants = {(r["dtype"], r["host_copy"]) for r in d["rows"] if r["impl"] == "hypernet"}
+    assert variants == {(dt, h) for dt in ("fp32", "tf32", "bf16") for h in (False, True)}
+    assert all(r["timer"] == "cuda_events" and r["wall_s"] > 0 for r in d["rows"] if r["impl"] != "ensemble_member")
