@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  ensemble member: {rows[-1]['seconds']:.3g} s for {args.member_steps} steps", flush=True)
         save()
     with torch.inference_mode():
-        for dname in dtypes:
+        # every dtype without the host copy first: if the time budget runs out, the host-copy variants go
+        for host, dname in [(host, dname) for host in hosts for dname in dtypes]:
             dt = DTYPES[dname]
             h = hyper if dt == torch.float32 else copy.deepcopy(hyper).to(dt)
             r = ref if dt == torch.float32 else copy.deepcopy(ref).to(dt)
@@ -390,25 +391,24 @@ def main(argv: list[str] | None = None) -> dict:
             ours = ours_once(h, dt)
             theirs = lambda m, r=r, dt=dt: r.generate(m, dt)  # noqa: E731
             with precision(dname, device):
-                for host in hosts:
-                    for n in ns:
-                        if over_budget():
-                            skipped.append(f"{dname} host_copy={host} N={n}")
-                            continue
-                        reps = args.repeats if n < 10_000 else args.repeats_large
-                        chunk = pick_chunk(args.chunk, device, n, bpn)
-                        common = dict(dtype_name=dname, host=host, device=device, repeats=reps, chunk=chunk, bytes_per_net=bpn)
-                        # ours and the reference back to back, so both see the same machine load
-                        rows.append(measure("hypernet", lambda m: make_call(ours, m, chunk, host), n, **common))
-                        rows.append(measure("reference", lambda m: make_call(theirs, m, chunk, host), n, **common))
-                        a, b = rows[-2], rows[-1]
-                        print(f"  {dname:4} host={int(host)} N={n:>6}: hypernet {a['seconds']:.4g} s  reference "
-                              f"{b['seconds']:.4g} s  ratio {a['seconds'] / b['seconds']:.2f}  load {a['load_1m']}", flush=True)
-                        if dname == "fp32" and n <= args.loop_cap:
-                            rows.append(measure("loop", lambda m: loop_call(hyper, m, host), n,
-                                                **{**common, "repeats": min(reps, 3), "chunk": None}))
-                            print(f"  {dname:4} host={int(host)} N={n:>6}: loop     {rows[-1]['seconds']:.4g} s", flush=True)
-                    save()
+                for n in ns:
+                    if over_budget():
+                        skipped.append(f"{dname} host_copy={host} N={n}")
+                        continue
+                    reps = args.repeats if n < 10_000 else args.repeats_large
+                    chunk = pick_chunk(args.chunk, device, n, bpn)
+                    common = dict(dtype_name=dname, host=host, device=device, repeats=reps, chunk=chunk, bytes_per_net=bpn)
+                    # ours and the reference back to back, so both see the same machine load
+                    rows.append(measure("hypernet", lambda m: make_call(ours, m, chunk, host), n, **common))
+                    rows.append(measure("reference", lambda m: make_call(theirs, m, chunk, host), n, **common))
+                    a, b = rows[-2], rows[-1]
+                    print(f"  {dname:4} host={int(host)} N={n:>6}: hypernet {a['seconds']:.4g} s  reference "
+                          f"{b['seconds']:.4g} s  ratio {a['seconds'] / b['seconds']:.2f}  load {a['load_1m']}", flush=True)
+                    if dname == "fp32" and n <= args.loop_cap:
+                        rows.append(measure("loop", lambda m: loop_call(hyper, m, host), n,
+                                            **{**common, "repeats": min(reps, 3), "chunk": None}))
+                        print(f"  {dname:4} host={int(host)} N={n:>6}: loop     {rows[-1]['seconds']:.4g} s", flush=True)
+                save()
             del h, r
     if skipped:
         print(f"  time budget ({args.budget_s} s) spent: skipped {len(skipped)} measurements", flush=True)
