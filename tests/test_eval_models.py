@@ -128,7 +128,12 @@ def test_invnet_mirrors_masknet_and_restores_a_fixed_perturbation():
     faces = (torch.rand(48, 3, 1, 1, generator=g) * 0.6 + 0.2).expand(48, 3, 32, 32)
     faces = (faces + 0.1 * torch.rand(48, 3, 32, 32, generator=g)).mul(255).byte()
     sc = get_scale("tiny", inv_epochs=30, inv_batch=16, inv_lr=5e-3)
-    inv = train_invnet(spec, params, faces, sc, torch.device("cpu"), 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny net: one thread is fastest (and far faster on a busy CPU)
+    try:
+        inv = train_invnet(spec, params, faces, sc, torch.device("cpu"), 0)
+    finally:
+        torch.set_num_threads(threads)
     x = faces[:16].float() / 255
     xp = apply_batched(spec, params, x[None])[0]
     with torch.no_grad():

@@ -19,6 +19,15 @@ from hyperobf.cli import app
 
 EXPS = ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"]
 runner = CliRunner()
+_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for this test (OpenMP spin-waiting makes 2 threads far slower on a loaded CPU)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(_THREADS)
 
 
 def _models_arg(tmp_path) -> str:
@@ -39,7 +48,8 @@ def tiny_run(tmp_path_factory):
     faces = write_synthetic_faces(tmp / "faces")
     out = tmp / "results"
     r = runner.invoke(app, ["eval", "all", "--scale", "tiny", "--faces", str(faces), "--models", _models_arg(tmp),
-                            "--out", str(out), "--device", "cpu", "--quiet"])
+                            "--out", str(out), "--device", "cpu", "--quiet", "--threads", "1"])
+    torch.set_num_threads(_THREADS)  # the CLI set 1 for its run (fastest on a busy 2-core machine)
     return r, out
 
 
@@ -51,8 +61,11 @@ def _check_results(out, exps):
             ours = row["ours"]
             if isinstance(ours, dict) and ours.get("mean") is not None:
                 assert 0.0 <= ours["mean"] <= 1.0 or "KL" in row["quantity"], (e, row)
-        for q in (res.get("quality") or {}).values():
-            assert q["psnr"] >= 30.0 and q["max_abs_delta"] <= 0.031 + 1 / 255 or "restored" in str(q), (e, q)
+        assert res.get("quality"), e  # every experiment reports DSSIM / SSIM / PSNR
+        for k, q in res["quality"].items():
+            assert {"dssim", "ssim", "psnr"} <= set(q) and abs(q["ssim"] - (1 - 2 * q["dssim"])) < 1e-6, (e, k)
+            if not any(w in k for w in ("restored", "jpeg", "resize")):  # MaskNet output: within the pixel budget
+                assert q["psnr"] >= 30.0 and q["max_abs_delta"] <= 0.03 + 1e-6, (e, k, q)
         split = json.loads((out / e / "split.json").read_text())
         t, d = set(split["targets"]), set(split["distractors"])
         pub = {f.split("/")[0] for f in split["public"]["files"]}
@@ -90,7 +103,7 @@ def test_eval_cli_bad_input_is_one_line(tmp_path):
     assert r.exit_code != 0 and r.output.count("\n") <= 2 and "Traceback" not in r.output
 
 
-def test_resnet_attacker_learns_and_is_not_fooled_by_labels(tmp_path):
+def test_resnet_attacker_learns_and_is_not_fooled_by_labels(tmp_path, one_thread):
     """The FR attacker recognises a target trained on its own clean faces, and does not when the
     'target' training images are someone else's (so a low accuracy can mean protection)."""
     from hyperobf.eval.fr import Job, ResNetAttacker, pretrain_trunk
@@ -117,6 +130,7 @@ def test_tiny_all_experiments_real_faces(tmp_path):
     models = shared_path("models")
     out = tmp_path / "results"
     r = runner.invoke(app, ["eval", "all", "--scale", "tiny", "--faces", str(faces), "--models", str(models),
-                            "--out", str(out), "--device", "cpu", "--quiet"])
+                            "--out", str(out), "--device", "cpu", "--quiet", "--threads", "1"])
+    torch.set_num_threads(_THREADS)
     assert r.exit_code == 0, r.output
     _check_results(out, EXPS)

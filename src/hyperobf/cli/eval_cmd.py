@@ -35,7 +35,8 @@ def _default(env: str, sub: str) -> Path:
 
 
 def _run(names: list[str], scale: str, faces: Optional[Path], models: Optional[Path], out: Optional[Path], seed: int,
-         device: str, psp_source: str, fr_source: str, public_source: str, quiet: bool, deadline_s: float = 0.0) -> None:
+         device: str, psp_source: str, fr_source: str, public_source: str, quiet: bool, deadline_s: float = 0.0,
+         threads: int = 0) -> None:
     from ..eval.runner import run
     from ..eval.scales import get_scale
 
@@ -48,7 +49,7 @@ def _run(names: list[str], scale: str, faces: Optional[Path], models: Optional[P
         summaries, failures = run(names, get_scale(scale), faces, models if models.is_dir() else None, out, seed,
                                   device, {"psp": psp_source, "fr": fr_source, "public": public_source},
                                   log=(lambda *_: None) if quiet else (lambda m: print(m, flush=True)),
-                                  deadline_s=deadline_s)
+                                  deadline_s=deadline_s, threads=threads)
     print(f"wrote {out / 'report.md'}")
     if failures:
         fail("; ".join(failures))
@@ -66,9 +67,10 @@ def _make(name: str):
         fr_source: Annotated[str, typer.Option(help="Folder of the FR evaluation set (distractors + targets).")] = "celeba299",
         public_source: Annotated[str, typer.Option(help="Folder of the attacker's public faces (leftover ids if = fr-source).")] = "celeba299",
         quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+        threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default; 1 is fastest on a busy machine).")] = 0,
     ) -> None:
         names = list(_TITLES) if name == "all" else [n.strip() for n in name.split(",")]
-        _run(names, scale, faces, models, out, seed, device, psp_source, fr_source, public_source, quiet)
+        _run(names, scale, faces, models, out, seed, device, psp_source, fr_source, public_source, quiet, 0.0, threads)
 
     cmd.__doc__ = _TITLES.get(name, "Run E1–E8 in one process (shared nets and attackers).")
     return cmd
@@ -89,7 +91,8 @@ def run_some(
     device: Annotated[str, typer.Option()] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     deadline_s: Annotated[float, typer.Option(help="Start no experiment after this many seconds (0 = no limit).")] = 0.0,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default; 1 is fastest on a busy machine).")] = 0,
 ) -> None:
     """Several experiments in one process, sharing trained nets and attackers."""
     names = [n.strip() for n in experiments.split(",") if n.strip()]
-    _run(names, scale, faces, models, out, seed, device, "glint24", "celeba299", "celeba299", quiet, deadline_s)
+    _run(names, scale, faces, models, out, seed, device, "glint24", "celeba299", "celeba299", quiet, deadline_s, threads)

@@ -44,6 +44,7 @@ class EvalContext:
     device_name: str = "auto"
     sources: dict = field(default_factory=lambda: {"psp": "glint24", "fr": "celeba299", "public": "celeba299"})
     log: callable = print
+    threads: int = 0  # CPU threads for torch and onnxruntime (0 = their defaults)
 
     def __post_init__(self) -> None:
         self.device = pick_device(self.device_name)
@@ -126,7 +127,7 @@ class EvalContext:
             trunk = pretrain_trunk(d.public.images, d.public.labels, self.scale, self.device, self.seed)
             self._attackers = [ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets, self.scale,
                                               self.device, self.seed)]
-            embs = load_embedders(self.models_root, self.scale.embedders, self.device)
+            embs = load_embedders(self.models_root, self.scale.embedders, self.device, self.threads)
             self.embedders_missing = [n for n in self.scale.embedders if n not in {e.name for e in embs}]
             self._attackers += [CentroidAttacker(e, d.distractor_train, d.targets) for e in embs]
             self.timings["attackers_setup"] = time.perf_counter() - t0

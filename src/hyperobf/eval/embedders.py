@@ -82,7 +82,8 @@ class DlibEmbedder:
         return torch.cat(out) if out else torch.zeros(0, 128)
 
 
-def load_embedders(models_root: str | Path | None, names: tuple[str, ...], device: str | torch.device = "cpu") -> list:
+def load_embedders(models_root: str | Path | None, names: tuple[str, ...], device: str | torch.device = "cpu",
+                   threads: int = 0) -> list:
     """The requested embedders found under models_root; missing files are skipped (the report says so)."""
     if not models_root:
         return []
@@ -90,7 +91,7 @@ def load_embedders(models_root: str | Path | None, names: tuple[str, ...], devic
     out: list = []
     for name in names:
         if name == "mobilefacenet" and (root / "mobilefacenet.onnx").is_file():
-            out.append(OnnxEmbedder(root / "mobilefacenet.onnx"))
+            out.append(OnnxEmbedder(root / "mobilefacenet.onnx", threads=threads))
         elif name == "dlib" and (root / "dlib_resnet_faceapi").is_dir():
             out.append(DlibEmbedder(root / "dlib_resnet_faceapi", device))
     return out

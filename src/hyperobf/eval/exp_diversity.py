@@ -91,6 +91,7 @@ def run_e6(ctx) -> dict:
                     "protected by one of nets 1..n; 'mix-inversion': restored by an InvNet trained on net 0. The "
                     "epoch sweep continues one run (resume) and measures at each listed epoch.",
         "comparison": rows, "tables": {"λ_div × α grid": flat(grid), "Epoch sweep": flat(sweep)},
+        "quality": {f"λ={r['lambda_div']:g} α={r['alpha']:g} epochs {r['epochs']}": r["quality"] for r in grid + sweep},
         "raw": {"grid": grid, "sweep": sweep}, "plots": ["e6_epochs.png", "e6_epochs_kl.png"],
     }
 

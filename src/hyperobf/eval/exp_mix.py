@@ -128,6 +128,7 @@ def run_e4(ctx) -> dict:
     pool = ctx.nets(loaded, sc.e4_pool, ctx.seed + 41)
     rng = random.Random(ctx.seed + 42)
     results = {n: [] for n in sc.held_counts}  # n -> list of (user, draw, {attacker: acc})
+    q_orig, q_prot = [], []
     for n in sc.held_counts:
         for r in range(sc.held_draws):
             held = rng.sample(range(sc.e4_pool), n)
@@ -136,8 +137,10 @@ def run_e4(ctx) -> dict:
             jobs = []
             for u in users:
                 own = rng.choice(free)
-                jobs.append(Job(u, to_u8(ctx.restore(inv, ctx.protect(loaded.spec, pool, own, ctx.data.targets[u].train))),
-                                tag={"held": held, "own": own}))
+                prot = ctx.protect(loaded.spec, pool, own, ctx.data.targets[u].train)
+                q_orig.append(ctx.data.targets[u].train)
+                q_prot.append(prot)
+                jobs.append(Job(u, to_u8(ctx.restore(inv, prot)), tag={"held": held, "own": own}))
             for j, res in zip(jobs, ctx.attack(jobs)):
                 results[n].append((j.user, r, res, j.tag))
     thesis = {1: "0.350", 2: "0.55", 3: "0.554"}
@@ -167,6 +170,7 @@ def run_e4(ctx) -> dict:
                     f"and trains one InvNet on its public faces perturbed by all n; each target user's own net is "
                     f"another one of the batch. {sc.held_draws} random draws per n, {len(users)} users.",
         "comparison": rows, "tables": {"Per target user (thesis Table 5.3 layout)": table},
+        "quality": {"protected (users' own nets)": ctx.quality(torch.cat(q_orig), torch.cat(q_prot))},
         "raw": {str(n): [{"user": ctx.data.targets[u].name, "draw": r, **res, **tag} for u, r, res, tag in lst]
                 for n, lst in results.items()},
         "plots": ["e4_accuracy.png"],
@@ -181,6 +185,11 @@ def run_e5(ctx) -> dict:
         srcs[s] = ctx.source("hypernet", structure=s)
         nets[s] = ctx.nets(srcs[s], 1 + n_prot, ctx.seed + 51)
         invs[s] = ctx.invnet(srcs[s].spec, nets[s], [0], ctx.seed + 52)  # net 0: the attacker's
+    quality = {}
+    for s in structs:
+        orig = torch.cat([ctx.data.targets[u].train for u in users])
+        quality[f"structure {s}"] = ctx.quality(orig, torch.cat([ctx.protect(srcs[s].spec, nets[s], 1, ctx.data.targets[u].train)
+                                                                 for u in users]))
     jobs, mask, keys = [], [], []
     for si, s in enumerate(structs):  # InvNet structure
         for ti, t in enumerate(structs):  # protecting structure
@@ -212,7 +221,7 @@ def run_e5(ctx) -> dict:
         "protocol": f"One HyperNet per structure {structs}; the attacker trains one InvNet per structure on one of its "
                     f"nets and restores uploads protected by {n_prot} other nets of every structure. ResNet-18 on one "
                     f"protecting net per cell, embedders on all.",
-        "comparison": rows, "tables": {}, "raw": {a: m.tolist() for a, m in mats.items()},
+        "comparison": rows, "tables": {}, "quality": quality, "raw": {a: m.tolist() for a, m in mats.items()},
         "plots": ["e5_heatmap.png"],
     }
 
@@ -224,7 +233,7 @@ def run_e8(ctx) -> dict:
     rng = random.Random(ctx.seed + 82)
     n = max(sc.held_counts)
     d = ctx.data.distractor_train
-    plain, adaptive = [], []
+    plain, adaptive, q_orig, q_prot = [], [], [], []
     for r in range(sc.held_draws):
         held = rng.sample(range(sc.e4_pool), n)
         inv = ctx.invnet(loaded.spec, pool, held, ctx.seed + 800 + r)
@@ -239,6 +248,8 @@ def run_e8(ctx) -> dict:
             own = rng.choice(free)
             prot = ctx.protect(loaded.spec, pool, own, ctx.data.targets[u].train)
             rest = ctx.restore(inv, prot)
+            q_orig.append(ctx.data.targets[u].train)
+            q_prot.append(prot)
             jp.append(Job(u, to_u8(rest)))
             tgt = torch.full((len(prot),), len(d.classes), dtype=torch.int64)
             ja.append(Job(u, to_u8(rest), extra=torch.cat([to_u8(prot), to_u8(d_prot), to_u8(d_rest)]),
@@ -261,4 +272,5 @@ def run_e8(ctx) -> dict:
                     f"uploads and on its distractor faces protected by its held nets and restored, so the model "
                     f"learns to ignore the perturbation. {sc.held_draws} draws x {len(users)} users. Thesis: not measured.",
         "comparison": rows, "tables": {}, "raw": conds, "plots": ["e8_accuracy.png"],
+        "quality": {"protected (users' own nets)": ctx.quality(torch.cat(q_orig), torch.cat(q_prot))},
     }

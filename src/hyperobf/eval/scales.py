@@ -36,7 +36,7 @@ class EvalScale:
     fr_patience: int = 2
     fr_batch: int = 64  # images per model per step
     fr_lr: float = 1e-3
-    fr_bank: int = 10  # FR models trained at once (grouped conv)
+    fr_bank: int = 10  # FR models trained at once (grouped conv; on CPU one at a time is faster)
     # --- InvNet ----------------------------------------------------------------------------
     inv_epochs: int = 8
     inv_batch: int = 64
@@ -70,7 +70,7 @@ SCALES: dict[str, EvalScale] = {
         name="tiny", n_targets=2, n_distractors=4, train_per_class=6, test_per_target=3, val_per_distractor=2,
         structure="tiny", psp_identities=4, psp_per_identity=8, psp_epochs=1, psp_nets_per_step=2,
         psp_batch_images=4, public_images=36, public_min_per_id=3, fr_width=8, fr_pretrain_epochs=1,
-        fr_epochs=2, fr_patience=1, fr_batch=16, fr_bank=8, inv_epochs=1, inv_batch=8, mix_nets=2,
+        fr_epochs=2, fr_patience=1, fr_batch=16, fr_bank=1, inv_epochs=1, inv_batch=8, mix_nets=2,
         mix_users=1, resnet_cells=1, held_draws=1, held_counts=(1, 2), e4_pool=4,
         e5_structures=("tiny", "B"), e6_lambdas=(1.0, 10.0), e6_alphas=(0.01,), e6_epochs=(1, 2),
         e6_nets=4, notes="CI smoke scale: numbers are not meaningful, only that every path runs.",
@@ -78,7 +78,7 @@ SCALES: dict[str, EvalScale] = {
     "reduced": EvalScale(
         name="reduced", n_targets=5, n_distractors=20, structure="tiny", psp_identities=12, psp_per_identity=12,
         psp_epochs=8, psp_nets_per_step=4, psp_batch_images=8, public_images=600, fr_width=16, fr_pretrain_epochs=3,
-        fr_epochs=5, fr_patience=2, fr_batch=32, fr_bank=4, inv_epochs=3, inv_batch=32, mix_nets=3,
+        fr_epochs=5, fr_patience=2, fr_batch=32, fr_bank=1, inv_epochs=3, inv_batch=32, mix_nets=3,
         mix_users=2, resnet_cells=3, held_draws=1, e4_pool=8, e6_lambdas=(1.0, 10.0), e6_alphas=(0.01, 0.0001),
         e6_epochs=(2, 4, 8), e6_nets=8,
         notes="CPU scale (2 cores shared with other jobs): 20 distractors instead of 50, 5 targets, ResNet-18 at "
