@@ -13,9 +13,12 @@ so files/s belongs to that format. Output goes to a fresh folder on the local di
 after the run (not timed).
 
 Row fields: ``seconds`` = wall time of the whole call, ``files_per_s`` = n / seconds,
-``cpu_seconds`` = process CPU time (both cores; it does not grow when neighbours steal the
-CPU, wall time does), the stage breakdown, and the load average before and after. This
-machine's 2 cores are shared with other work: compare rows by their load.
+``cpu_seconds`` = process CPU time (both cores), the stage breakdown, and the load average
+before and after. For the N = 10^4 ONNX fp32 runs, ``bare_write_s`` is the floor the machine
+sets at that moment: the same number of files of the same size written by two threads with
+nothing else (no generation, hashing, read-back). On this VM that floor alone varies from
+~0.5 s to several seconds (page-cache allocation cost), and the 2 cores are shared with other
+work: compare rows by their load and floor.
 
 Default checkpoint: a freshly initialised (calibrated, untrained) structure-A HyperNet: speed
 depends on shapes, not on training. Pass ``--checkpoint`` for a trained one; the δ numbers of
@@ -65,10 +68,34 @@ def default_checkpoint(folder: Path) -> tuple[Path, str]:
     return path, "untrained (calibrated init) structure-A HyperNet, seed 0"
 
 
-def one_run(loaded, n: int, fmt: str, precision: str, faces: str | None, scratch: Path) -> dict:
+def bare_write(n: int, size: int, scratch: Path) -> float:
+    """The machine's floor for the write stage right now: n files of ``size`` random bytes written with
+    the exporter's two writer threads (open/write/close only: no generation, hashing or read-back)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    folder = scratch / "bare"
+    folder.mkdir()
+
+    def part(idx) -> None:
+        for i in idx:
+            fd = os.open(folder / f"f{i}.onnx", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(part, np.array_split(np.arange(n), 2)))
+    secs = time.perf_counter() - t
+    shutil.rmtree(folder)
+    return secs
+
+
+def one_run(loaded, n: int, fmt: str, precision: str, faces: str | None, scratch: Path, keep: list[Path]) -> dict:
+    from hyperobf.export import writer
     from hyperobf.export.issue import issue_users
 
-    out = scratch / f"run-{fmt}-{precision}-{n}"
+    out = scratch / f"run-{fmt}-{precision}-{n}-{len(keep)}"
     load0 = _load()
     c0, t0 = time.process_time(), time.perf_counter()
     report = issue_users(loaded, n, out, formats=[fmt], precisions=[precision], verify="sample", verify_faces=faces)
@@ -76,20 +103,26 @@ def one_run(loaded, n: int, fmt: str, precision: str, faces: str | None, scratch
     load1 = _load()
     job = report.jobs[0]
     v = report.verified[job["label"]]
-    t = time.perf_counter()
-    shutil.rmtree(out)
-    cleanup = time.perf_counter() - t
-    return {
+    if fmt == "coreml":
+        # Deleting 10^4 package folders takes minutes on this ext4 (mounted with discard) and slows
+        # the disk meanwhile: keep them until the end instead of disturbing the next run.
+        keep.append(out)
+    else:
+        shutil.rmtree(out)
+    row = {
         "format": fmt, "precision": precision, "shape": "fixed", "n": n, "threads": 2,
         "seconds": round(wall, 3), "files_per_s": round(n / wall, 1), "cpu_seconds": round(cpu, 3),
         "stages": {k: round(s, 3) for k, s in report.seconds.items()},
-        "mb": round(job["bytes"] / 1e6, 1), "bytes_per_file": job["bytes"] // n,
+        "mb": round(job["bytes"] / 1e6, 1), "bytes_per_file": job["bytes"] // n, "read_back": writer.READ_BACK,
         "verified_users": v.get("users_checked"), "max_abs_diff_vs_torch": v.get("max_abs_diff"),
         "delta_rel_err": v.get("delta_rel_err"), "dssim_vs_fp32": v.get("dssim_vs_fp32"),
         "mobile_checker": (v.get("mobile_usability") or {}).get("verdict"),
         "coreml_prediction": v.get("prediction"), "faces": v.get("faces"),
-        "load_before": load0, "load_after": load1, "cleanup_s_untimed": round(cleanup, 2),
+        "load_before": load0, "load_after": load1,
     }
+    if fmt == "onnx" and precision == "fp32" and n >= 1000:
+        row["bare_write_s"] = round(bare_write(n, job["bytes"] // n, scratch), 3)
+    return row
 
 
 def int8_study(loaded, faces_dir: str | None, scratch: Path, users: int = 2) -> list[dict]:
@@ -183,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_checkpoint(ckpt)
         print(f"checkpoint: {ckpt_note}; structure {loaded.spec.name}, {loaded.spec.num_params()} params per net; "
               f"torch threads {torch.get_num_threads()}; load {_load()}", flush=True)
-        rows = []
-        one_run(loaded, 20, "onnx", "fp32", args.faces, scratch)  # warm-up: imports, first sessions
+        rows: list[dict] = []
+        keep: list[Path] = []
+        one_run(loaded, 20, "onnx", "fp32", args.faces, scratch, keep)  # warm-up: imports, first sessions
         for n in ns:
             if n < 1000:
                 plan = [(f, p, 1) for f, row in FORMATS.items() for p in row.precisions]
@@ -192,11 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                 plan = [(f, p, max(1, round(repeats * m))) for f, p, m in LARGE]
             for fmt, prec, reps in plan:
                 for rep in range(reps):
-                    r = one_run(loaded, n, fmt, prec, args.faces, scratch)
+                    r = one_run(loaded, n, fmt, prec, args.faces, scratch, keep)
                     r["repeat"] = rep
                     rows.append(r)
+                    bare = f"  (bare write of the same bytes: {r['bare_write_s']:.2f} s)" if "bare_write_s" in r else ""
                     print(f"  {fmt:<6} {prec:<4} n={n:<6} {r['seconds']:7.2f} s  {r['files_per_s']:8.0f} files/s  "
-                          f"cpu {r['cpu_seconds']:6.2f} s  load {r['load_before']}->{r['load_after']}", flush=True)
+                          f"cpu {r['cpu_seconds']:6.2f} s  load {r['load_before']}->{r['load_after']}{bare}", flush=True)
         study = [] if (args.quick or args.no_int8_study) else int8_study(loaded, args.faces, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -206,15 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         rs = [r for r in rows if (r["format"], r["precision"], r["n"]) == key]
         secs = [r["seconds"] for r in rs]
         best = min(rs, key=lambda r: r["seconds"])
+        bare = [r["bare_write_s"] for r in rs if "bare_write_s" in r]
         summary.append({"format": key[0], "precision": key[1], "n": key[2], "runs": len(rs),
                         "median_s": statistics.median(secs), "best_s": min(secs),
                         "files_per_s_median": round(key[2] / statistics.median(secs), 1),
                         "cpu_s_best_run": best["cpu_seconds"], "generate_s": best["stages"]["generate"],
                         "render_s": best["stages"]["render"], "write_wait_s": best["stages"]["write_wait"],
                         "verify_s": best["stages"]["verify"], "templates_s": best["stages"]["templates"],
-                        "delta_err": best["delta_rel_err"], "load": f"{best['load_before']}->{best['load_after']}"})
+                        "delta_err": best["delta_rel_err"], "load": f"{best['load_before']}->{best['load_after']}",
+                        "bare_write_s_min": min(bare) if bare else None})
     print_table(summary, ["format", "precision", "n", "runs", "median_s", "best_s", "files_per_s_median", "cpu_s_best_run",
-                          "generate_s", "render_s", "write_wait_s", "verify_s", "templates_s", "delta_err", "load"],
+                          "generate_s", "render_s", "write_wait_s", "verify_s", "templates_s", "delta_err", "load",
+                          "bare_write_s_min"],
                 title="\nexport throughput (one format/precision per run; seconds = whole issue_users call)")
     if study:
         print_table(study, ["scheme", "user", "bytes", "delta_rel_err_faces", "delta_rel_err_random",
