@@ -7,6 +7,10 @@ fp16: image is cast to float16, the conv chain runs on float16 weights, delta is
       float32 and protected is formed in float32 (inputs and outputs stay float32).
 int8: each conv weight is int8 + per-output-channel scale, DequantizeLinear(axis=0) -> Conv;
       activations stay float32 (weight-only quantisation).
+
+The fp16 graph is built here rather than by onnxconverter-common's convert_float_to_float16
+(keep_io_types=True): on this graph, whose output ``delta`` also feeds ``Add``, the converter
+(1.16) emits Add(float16 image, float32 delta), which onnx.checker and onnxruntime reject.
 """
 
 from __future__ import annotations

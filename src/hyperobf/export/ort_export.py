@@ -7,6 +7,11 @@ optimisation level — EP-independent rewrites only, so the file runs with the C
 CoreML execution providers. Initializers keep their bytes in the flatbuffer, so per user the
 same sentinel regions are spliced; the template checks itself by running a spliced model
 against the ONNX model of the same weights.
+
+Note on fp16: the conversion runs the CPU execution provider's graph partitioning, and on an
+x86 host without fp16 Conv kernels onnxruntime inserts Casts around the fp16 nodes, which are
+saved into the .ort. So an fp16 .ort made here stores fp16 weights but computes in fp32 (its
+δ is verified as such); the fp16 .onnx keeps the fp16 graph for EPs that run it natively.
 """
 
 from __future__ import annotations
