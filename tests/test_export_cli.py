@@ -117,3 +117,14 @@ def test_disk_full_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch, fail_a
         assert "no space left on device" in _one_line_error(r)
     assert _listing(tmp_path) == ["models", "models/keep.txt"]
     assert (existing / "keep.txt").read_text() == "an earlier file"
+
+
+def test_seeds_file_guarded(tiny_checkpoint, tmp_path):
+    out = tmp_path / "models"
+    r = _export("--checkpoint", str(tiny_checkpoint), "--users", "1", "--out", str(out), "--seeds-file", str(out / "z.jsonl"))
+    assert "outside the output folder" in _one_line_error(r)
+    secret = tmp_path / "z.jsonl"
+    secret.write_text("earlier secrets\n")
+    r = _export("--checkpoint", str(tiny_checkpoint), "--users", "1", "--out", str(out), "--seeds-file", str(secret))
+    assert "never overwritten" in _one_line_error(r)
+    assert secret.read_text() == "earlier secrets\n" and not out.exists()

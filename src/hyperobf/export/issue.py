@@ -150,8 +150,14 @@ def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inpu
     jobs, skipped = plan_jobs(formats, precisions)
     out, spec = Path(out), loaded.spec
     seeds = Path(seeds_file) if seeds_file else None
-    if seeds is not None and seeds.exists() and not overwrite:
-        raise ExportError(f"seeds file {seeds} already exists; it holds users' secrets and is never overwritten")
+    if seeds is not None:
+        if seeds.exists() and not overwrite:
+            raise ExportError(f"seeds file {seeds} already exists; it holds users' secrets and is never overwritten")
+        if Path(os.path.abspath(out)) in Path(os.path.abspath(seeds)).parents:
+            raise ExportError("keep the seeds file outside the output folder: it holds users' secrets, "
+                              "the model files are handed out")
+        if not seeds.parent.is_dir():
+            raise ExportError(f"folder of the seeds file does not exist: {seeds.parent}")
     width = max(4, len(str(n_users - 1)))
     users = [f"{user_prefix}{i:0{width}d}" for i in range(n_users)]
     names = {j: [j.row.file_name(u, j.precision) for u in users] for j in jobs}
