@@ -6,6 +6,7 @@ torch is imported inside the commands so the CLI stays importable without it.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Optional
@@ -73,6 +74,8 @@ def train(
             with progress_bar() as bar:
                 task = bar.add_task(f"training {cfg.method} {cfg.structure} ({cfg.objective})", total=cfg.epochs)
                 result = run_train(cfg, run_out, resume=resume, progress=lambda e, n: bar.update(task, completed=e))
+            if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+                continue
             if not result.metrics:
                 print(f"checkpoint: {result.checkpoint} (nothing to train: already at epoch {cfg.epochs})")
                 continue
