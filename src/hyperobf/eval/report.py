@@ -57,7 +57,9 @@ def write_results(ctx, name: str, result: dict) -> Path:
     ctx.write_json(f"{name}/split.json", ctx.split)
     payload = {"config": config, "split_summary": split_summary(ctx.split), "timings_s": dict(ctx.timings), **result}
     ctx.write_json(f"{name}/results.json", payload)
-    (folder / "report.md").write_text(render(name, payload))
+    tmp = folder / ".report.md.tmp"  # whole file or nothing
+    tmp.write_text(render(name, payload))
+    tmp.replace(folder / "report.md")
     return folder
 
 
