@@ -16,9 +16,10 @@ Row fields: ``seconds`` = wall time of the whole call, ``files_per_s`` = n / sec
 ``cpu_seconds`` = process CPU time (both cores), the stage breakdown, and the load average
 before and after. For the N = 10^4 ONNX fp32 runs, ``bare_write_s`` is the floor the machine
 sets at that moment: the same number of files of the same size written by two threads with
-nothing else (no generation, hashing, read-back). On this VM that floor alone varies from
-~0.5 s to several seconds (page-cache allocation cost), and the 2 cores are shared with other
-work: compare rows by their load and floor.
+nothing else (no generation, hashing, read-back). On this VM (Firecracker, free-page
+reporting) the kernel time to fill ~0.6 GB of fresh page cache alone varies from ~0.5 s to
+several seconds, and the 2 cores are shared with other work: compare rows by their load, their
+user/sys CPU split and the floor.
 
 Default checkpoint: a freshly initialised (calibrated, untrained) structure-A HyperNet: speed
 depends on shapes, not on training. Pass ``--checkpoint`` for a trained one; the δ numbers of
@@ -68,7 +69,7 @@ def default_checkpoint(folder: Path) -> tuple[Path, str]:
     return path, "untrained (calibrated init) structure-A HyperNet, seed 0"
 
 
-def bare_write(n: int, size: int, scratch: Path) -> float:
+def bare_write(n: int, size: int, scratch: Path) -> dict:
     """The machine's floor for the write stage right now: n files of ``size`` random bytes written with
     the exporter's two writer threads (open/write/close only: no generation, hashing or read-back)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -83,10 +84,11 @@ def bare_write(n: int, size: int, scratch: Path) -> float:
             os.write(fd, data)
             os.close(fd)
 
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), os.times()
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(part, np.array_split(np.arange(n), 2)))
-    secs = time.perf_counter() - t
+    secs, c1 = time.perf_counter() - t, os.times()
+    secs = {"seconds": round(secs, 3), "user_cpu_s": round(c1.user - c0.user, 3), "sys_cpu_s": round(c1.system - c0.system, 3)}
     shutil.rmtree(folder)
     return secs
 
@@ -97,9 +99,10 @@ def one_run(loaded, n: int, fmt: str, precision: str, faces: str | None, scratch
 
     out = scratch / f"run-{fmt}-{precision}-{n}-{len(keep)}"
     load0 = _load()
-    c0, t0 = time.process_time(), time.perf_counter()
+    c0, t0 = os.times(), time.perf_counter()
     report = issue_users(loaded, n, out, formats=[fmt], precisions=[precision], verify="sample", verify_faces=faces)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, c1 = time.perf_counter() - t0, os.times()
+    user, sys_ = c1.user - c0.user, c1.system - c0.system
     load1 = _load()
     job = report.jobs[0]
     v = report.verified[job["label"]]
@@ -111,7 +114,8 @@ def one_run(loaded, n: int, fmt: str, precision: str, faces: str | None, scratch
         shutil.rmtree(out)
     row = {
         "format": fmt, "precision": precision, "shape": "fixed", "n": n, "threads": 2,
-        "seconds": round(wall, 3), "files_per_s": round(n / wall, 1), "cpu_seconds": round(cpu, 3),
+        "seconds": round(wall, 3), "files_per_s": round(n / wall, 1), "cpu_seconds": round(user + sys_, 3),
+        "user_cpu_s": round(user, 3), "sys_cpu_s": round(sys_, 3),
         "stages": {k: round(s, 3) for k, s in report.seconds.items()},
         "mb": round(job["bytes"] / 1e6, 1), "bytes_per_file": job["bytes"] // n, "read_back": writer.READ_BACK,
         "verified_users": v.get("users_checked"), "max_abs_diff_vs_torch": v.get("max_abs_diff"),
@@ -121,7 +125,8 @@ def one_run(loaded, n: int, fmt: str, precision: str, faces: str | None, scratch
         "load_before": load0, "load_after": load1,
     }
     if fmt == "onnx" and precision == "fp32" and n >= 1000:
-        row["bare_write_s"] = round(bare_write(n, job["bytes"] // n, scratch), 3)
+        bare = bare_write(n, job["bytes"] // n, scratch)
+        row["bare_write_s"], row["bare_write_sys_cpu_s"] = bare["seconds"], bare["sys_cpu_s"]
     return row
 
 
@@ -231,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(r)
                     bare = f"  (bare write of the same bytes: {r['bare_write_s']:.2f} s)" if "bare_write_s" in r else ""
                     print(f"  {fmt:<6} {prec:<4} n={n:<6} {r['seconds']:7.2f} s  {r['files_per_s']:8.0f} files/s  "
-                          f"cpu {r['cpu_seconds']:6.2f} s  load {r['load_before']}->{r['load_after']}{bare}", flush=True)
+                          f"cpu user {r['user_cpu_s']:5.2f} s sys {r['sys_cpu_s']:5.2f} s  "
+                          f"load {r['load_before']}->{r['load_after']}{bare}", flush=True)
         study = [] if (args.quick or args.no_int8_study) else int8_study(loaded, args.faces, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -245,12 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         summary.append({"format": key[0], "precision": key[1], "n": key[2], "runs": len(rs),
                         "median_s": statistics.median(secs), "best_s": min(secs),
                         "files_per_s_median": round(key[2] / statistics.median(secs), 1),
-                        "cpu_s_best_run": best["cpu_seconds"], "generate_s": best["stages"]["generate"],
+                        "user_cpu_s": best["user_cpu_s"], "sys_cpu_s": best["sys_cpu_s"], "generate_s": best["stages"]["generate"],
                         "render_s": best["stages"]["render"], "write_wait_s": best["stages"]["write_wait"],
                         "verify_s": best["stages"]["verify"], "templates_s": best["stages"]["templates"],
                         "delta_err": best["delta_rel_err"], "load": f"{best['load_before']}->{best['load_after']}",
                         "bare_write_s_min": min(bare) if bare else None})
-    print_table(summary, ["format", "precision", "n", "runs", "median_s", "best_s", "files_per_s_median", "cpu_s_best_run",
+    print_table(summary, ["format", "precision", "n", "runs", "median_s", "best_s", "files_per_s_median", "user_cpu_s", "sys_cpu_s",
                           "generate_s", "render_s", "write_wait_s", "verify_s", "templates_s", "delta_err", "load",
                           "bare_write_s_min"],
                 title="\nexport throughput (one format/precision per run; seconds = whole issue_users call)")
