@@ -238,3 +238,44 @@ def test_formats_table_is_torch_free():
     assert format_of("user0001.int8.onnx").name == "onnx" and format_of("a.mlpackage").is_directory
     assert format_of("notes.txt") is None
     assert FORMATS["onnx"].file_name("user7", "fp16") == "user7.fp16.onnx"
+
+
+def test_onnx_template_render_api():
+    """OnnxTemplate.render (used to issue single nets on request) == protobuf's own serialization."""
+    from hyperobf.export.onnx_export import OnnxTemplate
+    from hyperobf.export.onnx_graph import build_onnx
+    from hyperobf.export.secrets_z import new_model_id
+    from hyperobf.model_meta import build_metadata
+
+    spec = builtin_spec("tiny")
+    meta = build_metadata(spec, "", "c" * 64)
+    rng = np.random.default_rng(1)
+    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in spec.param_shapes().items()}
+    for precision in ALL_PRECISIONS:
+        template = OnnxTemplate(spec, "fixed", meta, precision)
+        mid = new_model_id()
+        want = build_onnx(spec, params, "fixed", {**meta, PREFIX + "model_id": json.dumps(mid)}, precision)
+        assert template.render(params, mid) == want.SerializeToString(), precision
+    odd = template.render(params, "user-42")  # other id lengths take the protobuf path
+    props = {p.key: p.value for p in onnx.load_from_string(odd).metadata_props}
+    assert parse_metadata(props)["model_id"] == "user-42"
+
+
+def test_int8_quantisation_bounds():
+    from hyperobf.export.precision import decode, encode
+
+    spec = builtin_spec("tiny")
+    rng = np.random.default_rng(2)
+    params = {k: rng.standard_normal((3, *s)).astype(np.float32) for k, s in spec.param_shapes().items()}
+    params["conv1.weight"][1, 2] = 0.0  # an all-zero output channel
+    stored = encode(spec, "int8", params)
+    back = decode(spec, "int8", stored)
+    for name, w in params.items():
+        if name.endswith(".weight"):
+            q, scale = stored[name + "_q"], stored[name + "_scale"]
+            assert q.dtype == np.int8 and np.abs(q).max() == 127
+            err = np.abs(back[name] - w).reshape(3, w.shape[1], -1).max(-1)
+            assert (err <= scale / 2 + 1e-7).all()
+        else:
+            assert np.array_equal(back[name], w)  # biases stay float32
+    assert np.all(back["conv1.weight"][1, 2] == 0)
