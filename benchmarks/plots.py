@@ -27,8 +27,9 @@ def _stamp(payload: dict) -> str:
     m = payload.get("machine", {})
     dev = m.get("gpu") if payload.get("device") == "cuda" else f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)"
     libs = m.get("libraries", {})
-    return (f"{dev}; torch {libs.get('torch', '?')}; load {payload.get('load_start', m.get('loadavg_1m', '?'))}; "
-            f"{m.get('time', '')}")
+    threads = (payload.get("torch") or {}).get("threads")
+    return (f"{dev}; torch {libs.get('torch', '?')}{f', {threads} thread(s)' if threads else ''}; "
+            f"load {payload.get('load_start', m.get('loadavg_1m', '?'))}; {m.get('time', '')}")
 
 
 def _series(rows: list[dict], impl: str, dtype: str, host: bool, nmax: float = float("inf")) -> tuple[list, list]:
@@ -96,7 +97,7 @@ def plot_batched_apply(payload: dict, out: Path) -> Path:
     ax.set_ylabel("images / s")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(f"applying K different MaskNets ({payload.get('device')})\n{_stamp(payload)}", fontsize=9)
+    ax.set_title(f"applying K different MaskNets ({payload.get('device')})\n{_stamp(payload)}", fontsize=7.5)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
