@@ -19,19 +19,30 @@ if str(REPO) not in sys.path:
 torch = pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The benchmarks pin torch's thread count (1 here: a contended 2-core box stalls 2-thread runs); restore it."""
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
 def _tiny_generate(out: Path, *extra: str) -> dict:
     from benchmarks import bench_generate
 
     return bench_generate.main([
         "--structure", "tiny", "--ns", "3,20", "--dtypes", "fp32", "--repeats", "2", "--repeats-large", "1",
-        "--loop-cap", "3", "--member-steps", "1", "--member-batch", "2", "--threads", str(torch.get_num_threads()),
+        "--loop-cap", "3", "--member-steps", "1", "--member-batch", "2", "--threads", "1",
         "--out", str(out), "--no-plot", *extra])
 
 
 @pytest.fixture(scope="module")
 def generation(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("gen")
-    _tiny_generate(out)
+    out, old = tmp_path_factory.mktemp("gen"), torch.get_num_threads()
+    try:
+        _tiny_generate(out)
+    finally:
+        torch.set_num_threads(old)
     return out, json.loads((out / "generation.json").read_text())
 
 
@@ -61,7 +72,7 @@ def test_generation_chunking_and_budget(tmp_path):
     from benchmarks import bench_generate
 
     bench_generate.main(["--structure", "tiny", "--ns", "20", "--dtypes", "fp32", "--repeats", "1", "--chunk", "8",
-                         "--loop-cap", "0", "--member-steps", "0", "--threads", str(torch.get_num_threads()),
+                         "--loop-cap", "0", "--member-steps", "0", "--threads", "1",
                          "--out", str(tmp_path), "--no-plot"])
     d = json.loads((tmp_path / "generation.json").read_text())
     assert {r["chunk"] for r in d["rows"]} == {8} and {r["impl"] for r in d["rows"]} == {"hypernet", "reference"}
@@ -86,7 +97,7 @@ def test_batched_apply_json(tmp_path):
     from benchmarks import bench_batched_apply
 
     d = bench_batched_apply.main(["--structure", "tiny", "--k", "1,3", "--size", "16", "--repeats", "1",
-                                  "--threads", str(torch.get_num_threads()), "--out", str(tmp_path), "--no-plot"])
+                                  "--threads", "1", "--out", str(tmp_path), "--no-plot"])
     assert json.loads((tmp_path / "batched_apply.json").read_text())["rows"] == json.loads(json.dumps(d["rows"]))
     got = {(r["impl"], r["k"]) for r in d["rows"]}
     assert got == {("batched", 1), ("loop", 1), ("batched", 3), ("loop", 3)}
