@@ -62,7 +62,7 @@ def _print_report(report) -> None:
     print(f"wrote {report.files} model files for {report.n_users} users + {report.manifest} in {s['total']:.2f} s "
           f"({report.files / max(s['total'], 1e-9):.0f} files/s; generate {s['generate']:.2f} s, "
           f"templates {s['templates']:.2f} s, render {s['render']:.2f} s, write wait {s['write_wait']:.2f} s, "
-          f"verify {s['verify']:.2f} s)")
+          f"verify {s['verify']:.2f} s on its own thread)")
     print(f"{'variant':<12} {'files':>6} {'MB':>8} {'checked':>7} {'max|Δ| vs torch':>15} {'δ err':>7} "
           f"{'DSSIM vs fp32':>13}  notes")
     for job in report.jobs:

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -174,8 +175,10 @@ def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inpu
     except OSError as e:
         raise _os_error(e, out) from None
     seeds_tmp: Path | None = None
-    # generate: HyperNet; render: splice + submit writes; write_wait: waiting for the writer threads
+    # generate: HyperNet; render: splice + submit writes; write_wait: waiting for the writer threads;
+    # verify: time spent by the verifier thread (overlapped); verify_wait: the wait for it at the end
     seconds = {"generate": 0.0, "templates": 0.0, "render": 0.0, "write_wait": 0.0, "verify": 0.0}
+    verify_pool = ThreadPoolExecutor(1, thread_name_prefix="hyperobf-verify")
     try:
         staging.check_free([n for j in jobs for n in names[j]] + [MANIFEST])
         z = secure_normal(n_users, loaded.source.z_dim)  # (n, z_dim) from os.urandom
@@ -197,26 +200,28 @@ def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inpu
         verified: dict[Job, dict | None] = {j: None for j in jobs}
         in_flight = None  # the previous chunk: its writes run while the next chunk is generated
         buffers: dict[tuple[Job, int], dict] = {}  # two render buffers per job, alternating by chunk
+        checks_pending: list = []  # verification futures, one per chunk holding sampled users
+
+        def verify_chunk(chosen: list[int], sub: dict[str, np.ndarray]) -> dict:
+            """Full checks of a chunk's sampled users in every job (all formats share the reference)."""
+            t = time.perf_counter()
+            refs = reference(spec, sub, inputs, dssim=any(j.precision != "fp32" for j in jobs))
+            rows = {j: verifier(j.row)(templates[j], [staging.path(names[j][i]) for i in chosen], sub, inputs,
+                                       j.label, refs=refs) for j in jobs}
+            return {"rows": rows, "seconds": time.perf_counter() - t}
 
         def finish(chunk_state) -> None:
-            """Wait for a chunk's writes, then verify its sampled users (all formats share the reference)."""
+            """Wait for a chunk's writes, then queue the verification of its sampled users on the
+            verifier thread (it overlaps with generating and writing the next chunks)."""
             start, params, pending = chunk_state
             t = time.perf_counter()
             for j, p in pending.items():
                 results[j] += p.result()
             seconds["write_wait"] += time.perf_counter() - t
             chosen = [i for i in range(start, start + len(next(iter(params.values())))) if i in sample]
-            if not chosen:
-                return
-            t = time.perf_counter()
-            local = [i - start for i in chosen]
-            sub = {k: v[local] for k, v in params.items()}
-            refs = reference(spec, sub, inputs, dssim=any(j.precision != "fp32" for j in jobs))
-            for j in jobs:
-                row = verifier(j.row)(templates[j], [staging.path(names[j][i]) for i in chosen], sub, inputs,
-                                      j.label, refs=refs)
-                verified[j] = _merge(verified[j], row)
-            seconds["verify"] += time.perf_counter() - t
+            if chosen:
+                local = [i - start for i in chosen]
+                checks_pending.append(verify_pool.submit(verify_chunk, chosen, {k: v[local] for k, v in params.items()}))
 
         for k, start in enumerate(range(0, n_users, chunk)):
             stop = min(n_users, start + chunk)
@@ -239,6 +244,13 @@ def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inpu
             if progress:
                 progress(stop, n_users)
         finish(in_flight)
+        t = time.perf_counter()
+        for f in checks_pending:  # raises the first failed check (VerificationError / ExportRefused)
+            done = f.result()
+            seconds["verify"] += done["seconds"]
+            for j, row in done["rows"].items():
+                verified[j] = _merge(verified[j], row)
+        seconds["verify_wait"] = time.perf_counter() - t
 
         rows = []
         spec_digest = spec.digest()
@@ -258,12 +270,14 @@ def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inpu
             os.replace(seeds_tmp, seeds)
             seeds_tmp = None
     except BaseException as e:
+        verify_pool.shutdown(wait=True, cancel_futures=True)
         staging.abort()
         if seeds_tmp is not None:
             seeds_tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise _os_error(e, out) from None
         raise
+    verify_pool.shutdown(wait=True)
     staging.close()
     seconds["total"] = time.perf_counter() - t0
     report_jobs = []

@@ -45,7 +45,7 @@ class VerifyInputs:
         return self.groups["faces"]
 
 
-def make_inputs(spec: MaskNetSpec, shape: str, faces_dir: str | Path | None = None, n_faces: int = 3,
+def make_inputs(spec: MaskNetSpec, shape: str, faces_dir: str | Path | None = None, n_faces: int = 2,
                 seed: int = 0, n_random: int = 1) -> VerifyInputs:
     """Random inputs (plus a non-square size for dynamic models) and faces at the working size.
 
@@ -96,6 +96,10 @@ def ort_session(data: bytes, basic: bool = False):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # One thread, no spin-waiting: verification runs beside generation and the writer threads.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if basic:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
