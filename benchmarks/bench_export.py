@@ -12,6 +12,10 @@ read-back with coremltools), manifest and the final rename. One format and preci
 so files/s belongs to that format. Each run writes to a fresh folder on the local disk; all
 are deleted at the end (not timed).
 
+Before every run (and floor) ``os.sync()`` flushes what earlier runs wrote (untimed): on this
+ext4 disk, creating files while the previous 0.6 GB is being written back costs several times
+more kernel time, an interaction between benchmark runs, not part of one export.
+
 Row fields: ``seconds`` = wall time of the whole call, ``files_per_s`` = n / seconds,
 ``cpu_seconds`` = process CPU time (both cores), the stage breakdown, and the load average
 before and after. For the N = 10^4 ONNX fp32 runs, ``bare_write_s`` is the floor the machine
@@ -78,6 +82,7 @@ def bare_write(n: int, size: int, scratch: Path, keep: list[Path]) -> dict:
     folder = scratch / f"bare-{len(keep)}"
     folder.mkdir()
     keep.append(folder)
+    os.sync()
 
     def part(idx) -> None:
         for i in idx:
@@ -97,6 +102,7 @@ def one_run(loaded, n: int, fmt: str, precision: str, faces: str | None, scratch
     from hyperobf.export.issue import issue_users
 
     out = scratch / f"run-{fmt}-{precision}-{n}-{len(keep)}"
+    os.sync()  # untimed: the previous runs' dirty pages are flushed now, not during this run
     load0 = _load()
     c0, t0 = os.times(), time.perf_counter()
     report = issue_users(loaded, n, out, formats=[fmt], precisions=[precision], verify="sample", verify_faces=faces)
