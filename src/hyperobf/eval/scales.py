@@ -77,12 +77,12 @@ SCALES: dict[str, EvalScale] = {
     ),
     "reduced": EvalScale(
         name="reduced", n_targets=5, n_distractors=20, structure="tiny", psp_identities=12, psp_per_identity=12,
-        psp_epochs=8, psp_nets_per_step=4, psp_batch_images=8, public_images=600, fr_width=16, fr_pretrain_epochs=3,
-        fr_epochs=5, fr_patience=2, fr_batch=32, fr_bank=1, inv_epochs=3, inv_batch=32, mix_nets=3,
+        psp_epochs=8, psp_nets_per_step=4, psp_batch_images=8, public_images=600, fr_width=16, fr_pretrain_epochs=10,
+        fr_epochs=10, fr_patience=3, fr_batch=32, fr_bank=1, inv_epochs=3, inv_batch=32, mix_nets=3,
         mix_users=2, resnet_cells=3, held_draws=1, e4_pool=8, e6_lambdas=(1.0, 10.0), e6_alphas=(0.01, 0.0001),
         e6_epochs=(2, 4, 8), e6_nets=8,
         notes="CPU scale (2 cores shared with other jobs): 20 distractors instead of 50, 5 targets, ResNet-18 at "
-              "width 16 (fine-tuned <= 5 epochs), MaskNet structure 'tiny' (conv 3-4-8, 1x1 16) instead of A (a "
+              "width 16 (pre-trained 10 epochs on 600 public faces, fine-tuned <= 10 epochs), MaskNet structure 'tiny' (conv 3-4-8, 1x1 16) instead of A (a "
               "structure-A HyperNet trains at ~2 min/epoch on this shared CPU), PSP trained 8 epochs on 144 "
               "glint24 faces of 12 identities (4 nets x 8 faces per step) instead of hundreds of epochs, 3x3 mix matrices on 2 users (3 off-diagonal + 1 "
               "diagonal ResNet-attacked cells per user), InvNets trained 3 epochs on 600 public faces.",
