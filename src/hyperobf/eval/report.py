@@ -38,11 +38,19 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(out)
 
 
+_LEAD = ("method", "attacker", "user", "transform", "lambda_div", "alpha", "epochs")
+
+
+def _columns(row: dict) -> list[str]:
+    """Identifying columns first (results.json may hold the keys sorted), the rest as given."""
+    return [k for k in _LEAD if k in row] + [k for k in row if k not in _LEAD]
+
+
 def _cell(v) -> str:
     if isinstance(v, dict):
         return fmt(v)
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.3f}" if v == 0 or abs(v) >= 0.01 else f"{v:.1e}"  # α = 1e-4 must not print as 0.000
     return "–" if v is None else str(v)
 
 
@@ -102,7 +110,7 @@ def render(name: str, r: dict) -> str:
         lines.append("")
     for title, table in r.get("tables", {}).items():
         if table:
-            lines += [f"## {title}", "", _table(table, list(table[0].keys())), ""]
+            lines += [f"## {title}", "", _table(table, _columns(table[0])), ""]
     if r.get("skipped"):
         lines += ["## Skipped", ""] + [f"- {k}: {v}" for k, v in r["skipped"].items()] + [""]
     if r.get("findings"):
