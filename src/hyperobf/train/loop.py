@@ -91,10 +91,15 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
 
 def _seed_everything(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> torch.Generator:
     torch.manual_seed(cfg.seed + info.rank)
-    if device.type == "cuda" and cfg.deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        if cfg.deterministic:
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:  # fixed shapes every step: let cuDNN pick the fastest grouped-conv kernels
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
     # all sampling (faces, z, dropout masks, augmentation) goes through this generator -> resumable;
     # rank 0 of a multi-GPU run draws exactly what a single process would
     return torch.Generator().manual_seed(cfg.seed + 104729 * info.rank)
@@ -139,7 +144,7 @@ def train(
     opt = torch.optim.Adam(source.parameters(), lr=cfg.lr)
     start_epoch, metrics = 0, []
     if resume:
-        state = torch.load(resume, map_location=device, weights_only=False)
+        state = torch.load(resume, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"cannot resume from {resume}: not a HyperObf checkpoint")
         source.load_state_dict(state["source"])
