@@ -235,4 +235,7 @@ def plot_dir(folder: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     plot_dir(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)
