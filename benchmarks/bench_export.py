@@ -16,6 +16,13 @@ Before every run (and floor) ``os.sync()`` flushes what earlier runs wrote (unti
 ext4 disk, creating files while the previous 0.6 GB is being written back costs several times
 more kernel time, an interaction between benchmark runs, not part of one export.
 
+Files deleted shortly before a run slow it down several times: this disk is ext4 *without a journal*,
+where the inode allocator skips inodes freed in the last 1–6 minutes (``recently_deleted()``), checking
+each one, so after a mass delete every new file scans past thousands of them (seen with ``perf``: 4.65 s
+instead of 1.2 s, sys time 7.6 s, ``rwsem_spin_on_owner`` + ``recently_deleted``). Hence nothing is
+deleted until the end, and runs right after a previous benchmark's cleanup are slower; a benchmark
+should start a few minutes after any mass deletion.
+
 Row fields: ``seconds`` = wall time of the whole call, ``files_per_s`` = n / seconds,
 ``cpu_seconds`` = process CPU time (both cores), the stage breakdown, and the load average
 before and after. For the N = 10^4 ONNX fp32 runs, ``bare_write_s`` is the floor the machine

@@ -43,7 +43,9 @@ def _rows(payload: dict) -> list[dict]:
 
 def _where(path: Path, payload: dict) -> tuple[str, object]:
     m = payload.get("machine", {})
-    dev = payload.get("device") or "cpu"  # only the torch benchmarks run on a GPU (and say so)
+    # only the torch benchmarks run on a GPU (and say so); otherwise name the CPU: folders may hold other machines'
+    # runs (e.g. devicehost_cpu/ = a GPU machine's host CPU), and a target holds or not per machine
+    dev = m.get("gpu") if payload.get("device") == "cuda" else f"{m.get('cpu', 'cpu')}, {m.get('cores', '?')} cores"
     return f"{path.parent.name}/{path.name} ({dev})", _get(payload, "load_start", default=m.get("loadavg_1m"))
 
 

@@ -119,12 +119,16 @@ def issue_users(
     precisions: list[str] | tuple[str, ...] = ("fp32",), shape: str = "fixed", verify: str = "sample",
     verify_inputs: np.ndarray | VerifyInputs | None = None, verify_faces: str | Path | None = None,
     seeds_file: str | Path | None = None, user_prefix: str = "user", overwrite: bool = False,
-    chunk: int = 1024, progress: Callable[[int, int], None] | None = None, torch_threads: int | None = 1,
+    chunk: int = 256, progress: Callable[[int, int], None] | None = None, torch_threads: int | None = 1,
 ) -> IssueReport:
     """Write one model per user and (format, precision) plus ``manifest.jsonl`` into ``out``.
 
     ExportError (a ValueError) with a one-line reason on bad arguments, refused variants,
     failed verification or a failed write; ``out`` is then left as it was.
+
+    ``chunk``: users per generation/write round. 256 keeps each round's arrays (~15 MB for structure A)
+    under glibc's mmap threshold, so they are reused from the heap instead of being mapped fresh and
+    page-faulted every round (1024-user rounds cost ~0.15 s of kernel time per 10^4 users here).
 
     ``torch_threads``: torch's thread count while issuing (restored afterwards). 1 by default:
     the writer threads keep the other core busy, and on a shared machine one torch thread is
