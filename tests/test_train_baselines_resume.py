@@ -84,3 +84,21 @@ def test_resume_continues_identically(method, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+
+
+def test_untargeted_warm_up_then_targeted(tmp_path):
+    """The targeted recipe: resume an untargeted feature run in targeted mode (anchors derived anew);
+    switching to another objective is refused with a one-line reason."""
+    from _train_support import write_tiny_embedder
+
+    emb = str(write_tiny_embedder(tmp_path / "emb.onnx"))
+    kw = dict(objective="feature", embedder=emb, image_size=32)
+    train(tiny_cfg(epochs=1, feature_mode="untargeted", **kw), tmp_path / "warm")
+    ck = tmp_path / "warm" / "checkpoint.pt"
+    res = train(tiny_cfg(epochs=2, feature_mode="targeted", **kw), tmp_path / "tgt", resume=ck)
+    assert [r["epoch"] for r in res.metrics] == [1, 2]
+    assert "anchor_cos_protected" in res.metrics[-1]["holdout"] and "anchor_cos_protected" not in res.metrics[0]["holdout"]
+    state = torch.load(res.checkpoint, weights_only=False)
+    assert state["objective"]["anchor_proj"].shape[1] == state["config"]["z_dim"]
+    with pytest.raises(ValueError, match="cannot resume a feature run with the classifier objective"):
+        train(tiny_cfg(epochs=2), tmp_path / "clf", resume=ck)

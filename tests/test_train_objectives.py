@@ -36,7 +36,8 @@ def _fit_fixed_batch(cfg, steps: int, update_objective: bool = False):
     gen = torch.Generator().manual_seed(2)
     j1s, dssims = [], []
     for _ in range(steps):
-        loss, x_prot, parts = step_loss(spec, cfg, objective, source.issue(z), x, y, gen)
+        keys = source.key_of(z) if getattr(objective, "needs_keys", False) else None
+        loss, x_prot, parts = step_loss(spec, cfg, objective, source.issue(z), x, y, gen, keys=keys)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -58,16 +59,30 @@ def test_objective_loss_falls_on_fixed_batch(objective, mode, embedder_path):
         assert last < first - 0.01 * abs(first), (first, last)
 
 
-def test_targeted_anchor_is_the_farthest_other_identity(embedder_path):
-    from hyperobf.train.feature import farthest_anchors
+def test_targeted_anchor_is_a_fixed_function_of_the_users_key(embedder_path):
+    """Each user's target identity comes from its z (so the HyperNet can learn it), spreads over the pool,
+    and a face is never pulled toward its own identity."""
+    from hyperobf.train.feature import anchor_index
 
-    c = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.2]]), dim=1)
-    assert farthest_anchors(c).tolist() == [2, 2, 0]
-    cfg = tiny_cfg(objective="feature", embedder=str(embedder_path))
-    _, _, obj, *_ = _fit_fixed_batch(cfg, steps=1)
-    assert obj.anchors.shape == (4, 16)  # 4 identities, 16-d embeddings
-    assert all(int(a) != i for i, a in enumerate(obj.anchor_ids))  # never its own identity
+    cfg = tiny_cfg(objective="feature", feature_mode="targeted", embedder=str(embedder_path))
+    _, _, obj, source, x, _ = _fit_fixed_batch(cfg, steps=1)
+    assert obj.anchors.shape == (4, 16) and obj.anchor_proj.shape == (4, cfg.z_dim)  # 4 identities, 16-d
     assert torch.allclose(obj.anchors.norm(dim=1), torch.ones(4), atol=1e-5)
+    z = torch.randn(400, cfg.z_dim, generator=torch.Generator().manual_seed(3))
+    slots = obj.anchor_of(source.key_of(z))
+    assert torch.equal(slots, obj.anchor_of(source.key_of(z.clone())))  # deterministic per user
+    assert torch.bincount(slots, minlength=4).min() > 40  # every identity is someone's target
+    assert anchor_index(torch.tensor([5, 6]), obj.anchor_proj).tolist() == [1, 2]  # member index mod K
+    # a face whose identity is the net's anchor is left out of J1: all faces of identity 0 under anchor 0
+    e = obj.embed(x)
+    z0 = z[slots == 0][:1]
+    y0 = torch.zeros(2, dtype=torch.int64)
+    assert float(obj.j1(x[:2], x[:2], y0, keys=z0)) == 0.0
+    assert obj.anchor_ok.sum(1).min() >= 1 and not obj.anchor_ok.diagonal().any()  # every identity has a target
+    y_far = int(obj.anchor_ok[:, 0].nonzero()[0])  # an identity for which anchor 0 is a valid target
+    want = 1.0 - (e[:2] * obj.anchors[0]).sum(1)
+    got = obj.j1(x[:2], x[:2], torch.full((2,), y_far, dtype=torch.int64), keys=z0)
+    assert torch.allclose(got, want.mean(), atol=1e-5)
 
 
 def test_budget_pixel_clip_holds_under_aggressive_training():

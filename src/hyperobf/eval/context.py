@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import pick_device
 from ..models.masknet import apply_batched
 from ..spec import MaskNetSpec
 from ..train.checkpoint import Loaded, load_checkpoint
@@ -24,14 +25,6 @@ from .fr import CentroidAttacker, Job, ResNetAttacker, pretrain_trunk
 from .invnet import InvNet, restore, train_invnet
 from .scales import EvalScale
 from .splits import EvalData, load_split, make_split
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(name)
 
 
 @dataclass

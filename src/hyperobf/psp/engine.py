@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import pick_device
 from ..export import formats as format_table
 from ..export.issue import generate_users
 from ..model_meta import PREFIX, build_metadata
@@ -30,14 +31,6 @@ log = logging.getLogger("hyperobf.psp")
 
 class TemplateUnavailable(RuntimeError):
     """A variant's exporter template cannot be built on this server (reason in the message)."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)

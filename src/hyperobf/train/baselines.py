@@ -65,6 +65,14 @@ class EnsembleSource(nn.Module):
         idx = torch.arange(self.k) if n == self.k else torch.randint(0, self.k, (n,), generator=gen)
         return self._params(idx.to(self.members[next(iter(self.members))].device))
 
+    def sample_keyed(self, n: int, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Like :meth:`sample`, plus each net's key: its member index (n,) (its target anchor slot)."""
+        idx = torch.arange(self.k) if n == self.k else torch.randint(0, self.k, (n,), generator=gen)
+        return self._params(idx.to(self.members[next(iter(self.members))].device)), idx
+
+    def key_of(self, z: torch.Tensor) -> torch.Tensor:
+        return self.member_of(z)
+
     def member_of(self, z: torch.Tensor) -> torch.Tensor:
         """(n, z_dim) -> (n,) member index per user."""
         return torch.tensor([z_digest(row) % self.k for row in z], dtype=torch.int64)
@@ -116,6 +124,13 @@ class MCDropoutSource(nn.Module):
 
     def sample(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return self.bake(self.masks(n, gen))
+
+    def sample_keyed(self, n: int, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        # a dropout mask carries no learnable identity: every mask shares one target (slot 0)
+        return self.sample(n, gen), torch.zeros(n, dtype=torch.int64)
+
+    def key_of(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(z.shape[0], dtype=torch.int64)
 
     def issue(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         per_user = [self.masks(1, torch.Generator().manual_seed(z_digest(row) & ((1 << 63) - 1))) for row in z]

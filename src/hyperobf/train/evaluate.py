@@ -42,19 +42,33 @@ def evaluate_epoch(source, spec, faces: FaceSet, device, seed: int, n_nets: int,
     state = gen.get_state()
     row = evaluate_quality(source, spec, faces, device, gen, n_nets)
     gen.set_state(state)  # the same nets again for the diversity / feature numbers
-    params = source.sample(n_nets, gen)
+    targeted = objective is not None and getattr(objective, "needs_keys", False)
+    if targeted:
+        params, keys = source.sample_keyed(n_nets, gen)
+        slots = objective.anchor_of(keys)  # (n_nets,) each net's target identity
+    else:
+        params = source.sample(n_nets, gen)
     row["param_var"] = float(param_variance(params))
     row["kl_gaussian"] = kl_diversity(params, "gaussian")["mean"]
     row["kl_hist"] = kl_diversity(params, "histogram")["mean"]
     if objective is not None and hasattr(objective, "embed") and clean_emb is not None:
         x = faces.float().to(device)
-        cos = []
+        cos, to_clean, to_prot = [], [], []
+        labels = faces.labels.to(device)
         for i in range(n_nets):
             one = {k: v[i:i + 1] for k, v in params.items()}
             xp = apply_batched(spec, one, x.unsqueeze(0))[0]  # (N, 3, H, W)
             e = torch.cat([objective.embed(xp[j:j + 64]) for j in range(0, len(xp), 64)])
             cos.append((e * clean_emb).sum(1))
+            if targeted:  # cosine to this user's anchor, before and after, on faces it may target
+                a = objective.anchors[slots[i]]
+                ok = objective.anchor_ok[labels, slots[i]]
+                to_clean.append((clean_emb @ a)[ok])
+                to_prot.append((e @ a)[ok])
         c = torch.cat(cos)
         row["feat_cos_mean"] = float(c.mean())
         row["feat_cos_min"] = float(c.min())
+        if targeted and sum(t.numel() for t in to_prot):
+            row["anchor_cos_clean"] = float(torch.cat(to_clean).mean())
+            row["anchor_cos_protected"] = float(torch.cat(to_prot).mean())
     return row

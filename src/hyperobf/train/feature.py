@@ -2,9 +2,15 @@
 
 * untargeted: J1 = mean (1 − ‖Φ(x ⊕ δ) − Φ(x)‖ / 2) on unit embeddings — push each protected
   face away from itself (a monotone function of cos(Φ(x), Φ(x ⊕ δ)) with a usable gradient at δ = 0);
-* targeted:   J1 = mean (1 − cos(Φ(x ⊕ δ), a_y)) — pull it toward the anchor a_y of identity y,
-  the centroid of the training identity farthest from y's own centroid (as Fawkes picks a
-  dissimilar target class).
+* targeted:   J1 = mean (1 − cos(Φ(x ⊕ δ), a_k)) — pull each protected face toward its *user's*
+  anchor identity a_k, as Fawkes pulls a user's photos toward one dissimilar target class.
+  The anchors are the training identities' centroids; each net's anchor k is a fixed function
+  of the key that made it (the HyperNet's latent z: argmax of a seeded projection, so the
+  HyperNet can learn which direction its net must push; an ensemble member's index). A face
+  is only pulled toward anchors in the farther half of the pool as seen from its own identity
+  (never its own, never a near one), the way Fawkes targets a class far from the user.
+  (An earlier variant targeted the identity farthest from each face's own, so one small net
+  had to push every identity somewhere else: the directions averaged out and δ collapsed.)
 Lower J1 = better protection for both. Φ is any ONNX face embedder, converted by
 :mod:`hyperobf.models.onnx_torch`; its weights never enter a state_dict or checkpoint.
 """
@@ -72,15 +78,26 @@ def identity_centroids(emb: torch.Tensor, labels: torch.Tensor, n_classes: int) 
     return F.normalize(c, dim=1)
 
 
-def farthest_anchors(centroids: torch.Tensor) -> torch.Tensor:
-    """Per identity, the index of the other identity whose centroid is least similar: (K,) int64."""
-    sim = centroids @ centroids.T
-    sim.fill_diagonal_(float("inf"))
-    return sim.argmin(dim=1)
+def far_half(sim: torch.Tensor) -> torch.Tensor:
+    """(K, K) cosine matrix -> (K, K) bool: ok[y, k] iff k != y and k is at most as similar to y as the
+    median other identity (the farther half of the pool; at least one anchor per identity)."""
+    k = sim.shape[0]
+    others = sim.masked_fill(torch.eye(k, dtype=torch.bool, device=sim.device), float("nan"))
+    med = others.nanquantile(0.5, dim=1, keepdim=True, interpolation="lower") if k > 1 else sim.new_zeros(k, 1)
+    return (others <= med) & ~torch.eye(k, dtype=torch.bool, device=sim.device)
+
+
+def anchor_index(keys: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
+    """Each net's anchor slot from its key: float (n, z_dim) latents -> argmax of the seeded projection
+    proj (K, z_dim) (a fixed partition of z-space into K cones); int64 (n,) keys -> key mod K."""
+    k = proj.shape[0]
+    if keys.is_floating_point():
+        return (keys.to(proj.device, proj.dtype) @ proj.T).argmax(1)
+    return keys.to(proj.device) % k
 
 
 class FeatureObjective(nn.Module):
-    """J1 under a frozen embedder; ``prepare`` computes the identity centroids and anchors."""
+    """J1 under a frozen embedder; ``prepare`` computes the identity centroids (targeted anchors)."""
 
     name = "feature"
 
@@ -89,27 +106,41 @@ class FeatureObjective(nn.Module):
         if cfg.feature_mode not in ("targeted", "untargeted"):
             raise ValueError(f"unknown feature_mode {cfg.feature_mode!r} (targeted | untargeted)")
         self.mode = cfg.feature_mode
+        self.needs_keys = self.mode == "targeted"
+        self.z_dim, self.seed = cfg.z_dim, cfg.seed
         self.embedder = embedder if embedder is not None else load_embedder(
             cfg.embedder, cfg.embedder_size, cfg.embedder_mean, cfg.embedder_std)
-        # anchors[y]: (D,) unit target embedding for identity y (targeted mode); persistent so that a
-        # checkpoint records which target each identity was trained toward
+        # Persistent, so a checkpoint records each user's target: anchors (K, D) unit centroids of the
+        # training identities, anchor_ok (K, K) which anchors identity y may be pulled to, anchor_proj
+        # (K, z_dim) the z -> slot map.
         self.register_buffer("anchors", anchors if anchors is not None else torch.zeros(0))
-        self.register_buffer("anchor_ids", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("anchor_ok", torch.zeros(0, dtype=torch.bool))
+        self.register_buffer("anchor_proj", torch.zeros(0))
 
     @torch.no_grad()
     def prepare(self, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> None:
-        """Centroids of the clean training faces x (N, 3, H, W) with labels y -> farthest-identity anchors."""
-        if self.mode != "targeted" or self.anchors.numel():
+        """Centroids of the clean training faces x (N, 3, H, W) with labels y -> the anchor pool."""
+        if self.mode != "targeted" or self.anchor_proj.numel():
             return
-        cent = identity_centroids(embed_all(self.embedder, x), y, n_classes)
-        self.anchor_ids = farthest_anchors(cent)
-        self.anchors = cent[self.anchor_ids]
+        if not self.anchors.numel():
+            self.anchors = identity_centroids(embed_all(self.embedder, x), y, n_classes)
+        self.anchor_ok = far_half(self.anchors @ self.anchors.T)
+        g = torch.Generator().manual_seed(self.seed + 7919)
+        self.anchor_proj = torch.randn(len(self.anchors), self.z_dim, generator=g).to(self.anchors.device)
+
+    def anchor_of(self, keys: torch.Tensor) -> torch.Tensor:
+        """(n,) anchor slot (= training identity index) of each net, from its key (see module doc)."""
+        if not self.anchor_proj.numel():
+            raise RuntimeError("targeted feature objective needs prepare() (anchors) before training")
+        return anchor_index(keys, self.anchor_proj)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.embedder(x)
 
-    def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        e_prot = self.embedder(x_prot)  # (B, D)
+    def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor,
+           keys: torch.Tensor | None = None) -> torch.Tensor:
+        """x (n·b, 3, H, W) grouped by net (b faces per net, in order), y (n·b,), keys (n, ...) per net."""
+        e_prot = self.embedder(x_prot)  # (n·b, D)
         if self.mode == "untargeted":
             with torch.no_grad():
                 e_clean = self.embedder(x_clean)
@@ -117,9 +148,14 @@ class FeatureObjective(nn.Module):
             # loss starts flat and loses to the budget penalty; the distance's gradient has norm 1/2
             dist = (e_prot - e_clean).pow(2).sum(1).add(1e-12).sqrt()  # (B,) in [0, 2]
             return (1.0 - dist / 2.0).mean()
-        if not self.anchors.numel():
-            raise RuntimeError("targeted feature objective needs prepare() (anchors) before training")
-        return (1.0 - (e_prot * self.anchors[y]).sum(1)).mean()
+        if keys is None:
+            raise RuntimeError("targeted feature objective needs each net's key (source.sample_keyed)")
+        slot = self.anchor_of(keys).repeat_interleave(len(y) // len(keys))  # (n·b,) anchor per face
+        y = y.to(slot.device)
+        valid = self.anchor_ok[y, slot]
+        pull = 1.0 - (e_prot * self.anchors[slot]).sum(1)  # (n·b,) in [0, 2]
+        w = valid.float()
+        return (pull * w).sum() / w.sum().clamp_min(1.0)
 
     def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor, sync=None) -> float:
         return 0.0  # Φ is frozen

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..devices import pick_device
 from ..models.masknet import apply_batched
 from ..spec import builtin_spec
 from . import distributed
@@ -31,16 +32,6 @@ from .evaluate import evaluate_epoch, evaluate_quality  # noqa: F401  (evaluate_
 from .losses import budget_penalty, diversity_loss, dssim, total_loss
 from .objectives import build_objective
 from .sources import build_source
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def load_faces(cfg: TrainConfig) -> FaceSet:
@@ -70,8 +61,12 @@ def _augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.T
 
 
 def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-              gen: torch.Generator, independent: bool = False, autocast=contextlib.nullcontext):
+              gen: torch.Generator, independent: bool = False, autocast=contextlib.nullcontext,
+              keys: torch.Tensor | None = None):
     """One step's loss for n nets (params {name: (n, ...)}) on x (n·b, 3, H, W) with labels y (n·b,).
+
+    ``keys`` (n, ...): what made each net (its z, its member index), for objectives that give each
+    user its own target (``objective.needs_keys``: the targeted feature objective).
 
     Returns (loss, protected faces (n·b, 3, H, W), {J1, J2, dssim, dssim_max, param_var} tensors).
     """
@@ -81,7 +76,8 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     x_prot = x_prot.float()
     d = dssim(x_prot, x)  # (n·b,) in float32: SSIM of a 0.03 perturbation needs the precision
     with autocast():
-        j1 = objective.j1(x, _augment(x_prot, cfg, gen), y).float()
+        extra = {"keys": keys} if getattr(objective, "needs_keys", False) else {}
+        j1 = objective.j1(x, _augment(x_prot, cfg, gen), y, **extra).float()
     var = param_variance(params)
     j2 = diversity_loss(var)
     penalty = cfg.lambda_dssim * budget_penalty(d, cfg.dssim_budget)
@@ -148,8 +144,14 @@ def train(
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"cannot resume from {resume}: not a HyperObf checkpoint")
         source.load_state_dict(state["source"])
-        objective.load_state_dict(state["objective"])
-        objective.load_extra_state(state["objective_extra"])
+        before = state.get("config", {})
+        if (before.get("objective"), before.get("feature_mode")) == (cfg.objective, cfg.feature_mode):
+            objective.load_state_dict(state["objective"])
+            objective.load_extra_state(state["objective_extra"])
+        elif cfg.objective != "feature" or before.get("objective") != "feature":
+            raise ValueError(f"cannot resume a {before.get('objective')} run with the {cfg.objective} objective")
+        # else: a feature run switching mode (e.g. untargeted warm-up -> targeted): Φ is frozen and the
+        # anchors were just derived by prepare() from the same faces, so nothing of the objective carries over
         opt.load_state_dict(state["optim"])
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
@@ -171,8 +173,12 @@ def train(
         for _ in range(steps):
             idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)
             x, y = x_all[idx], y_all[idx]
-            params = source.sample(n, gen)
-            loss, x_prot, parts = step_loss(spec, cfg, objective, params, x, y, gen, independent, autocast)
+            keys = None
+            if getattr(objective, "needs_keys", False):
+                params, keys = source.sample_keyed(n, gen)
+            else:
+                params = source.sample(n, gen)
+            loss, x_prot, parts = step_loss(spec, cfg, objective, params, x, y, gen, independent, autocast, keys)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(source, info)

@@ -7,6 +7,11 @@ labels each query by the most similar centroid. Reported per group of identities
   held-out images (rebuilt from the checkpoint's config), gallery = their training images;
 * ``unseen``: identities in the folder the source never saw; their images split into gallery
   and queries — the deployment case (new users).
+Targeted checkpoints (feature objective, targeted): each user's target is the anchor identity
+its z maps to; as in Fawkes, whose target is chosen far from the user, a user's z is drawn until
+its anchor lies in the farther half of the pool as seen from the user's gallery centroid. Reported
+too: cos to the anchor before/after, and how often the attacker labels a protected query as the
+anchor identity (``to_anchor``).
 Protected queries are rounded to 8 bits (as a saved PNG) and optionally JPEG-coded with a real
 codec (Pillow) before the attack. Metrics: identification accuracy on clean vs protected
 queries, cos(Φ(x), Φ(x ⊕ δ)), DSSIM and PSNR of the protected queries.
@@ -83,11 +88,41 @@ def split_gallery_queries(loaded, data: str | Path, seed: int, max_identities: i
     return build(1), queries, seen
 
 
+def user_latents(source, n_users: int, seed: int, target=None, centroids: torch.Tensor | None = None,
+                 own_slot: torch.Tensor | None = None, tries: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One seeded z per user (n_users, z_dim); with ``target`` = (anchors (K, D), anchor_proj), the users'
+    centroids (n_users, D) and each user's own slot in the pool (-1: not in it): each z is redrawn until
+    its anchor is in the user's farther half of the pool -> (z, slots)."""
+    from .feature import anchor_index
+
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_users, source.z_dim, generator=g)
+    if target is None:
+        return z, None
+    anchors, proj = target
+    sim = (centroids @ anchors.T).cpu()  # (n_users, K)
+    slots = torch.empty(n_users, dtype=torch.int64)
+    for u in range(n_users):
+        mine = int(own_slot[u]) if own_slot is not None else -1
+        others = torch.cat([sim[u, :mine], sim[u, mine + 1:]]) if mine >= 0 else sim[u]
+        limit = others.quantile(0.5, interpolation="lower")
+        sim[u, mine] = float("inf") if mine >= 0 else sim[u, mine]  # never one's own identity
+        for _ in range(tries):
+            k = int(anchor_index(source.key_of(z[u:u + 1]), proj)[0])
+            if sim[u, k] <= limit:
+                break
+            z[u] = torch.randn(source.z_dim, generator=g)
+        slots[u] = k
+    return z, slots
+
+
 @torch.no_grad()
-def protect_per_identity(source, spec, queries: FaceSet, seed: int, device) -> torch.Tensor:
+def protect_per_identity(source, spec, queries: FaceSet, seed: int, device,
+                         z: torch.Tensor | None = None) -> torch.Tensor:
     """Each identity of ``queries`` is one user with net ``source.issue(z_c)``: -> (N, 3, H, W) uint8."""
     classes = queries.labels.unique().tolist()
-    z = torch.randn(max(classes) + 1, source.z_dim, generator=torch.Generator().manual_seed(seed))
+    if z is None:
+        z = torch.randn(max(classes) + 1, source.z_dim, generator=torch.Generator().manual_seed(seed))
     out = torch.empty_like(queries.images)
     for c in classes:
         idx = (queries.labels == c).nonzero().squeeze(1)
@@ -121,7 +156,14 @@ def protection_check(
     cent = identity_centroids(embed_all(phi, gallery.float().to(dev)), gallery.labels.to(dev), n_cls)
     x_clean = queries.float().to(dev)
     e_clean = embed_all(phi, x_clean)
-    prot = protect_per_identity(source, spec, queries, seed + 1, dev)
+    obj_state = loaded.payload.get("objective") or {}
+    targeted = loaded.config.objective == "feature" and loaded.config.feature_mode == "targeted" \
+        and getattr(obj_state.get("anchor_proj"), "numel", lambda: 0)()
+    target = (obj_state["anchors"].to(dev), obj_state["anchor_proj"]) if targeted else None
+    pool = list(loaded.payload.get("classes") or [])  # anchor slot k = training identity pool[k]
+    own = torch.tensor([pool.index(c) if c in pool else -1 for c in gallery.classes])
+    z, slots = user_latents(source, n_cls, seed + 1, target, cent, own)
+    prot = protect_per_identity(source, spec, queries, seed + 1, dev, z=z)
     x_prot = prot.float().to(dev) / 255.0
     e_prot = embed_all(phi, x_prot)
     labels = queries.labels.to(dev)
@@ -134,6 +176,13 @@ def protection_check(
     for q in jpeg_quality:
         e_j = embed_all(phi, _jpeg(prot, q).float().to(dev) / 255.0)
         extra[q] = _nearest(e_j, cent) == labels
+    if target is not None:  # per query: its user's anchor embedding, and the gallery class of that anchor
+        a = target[0][slots.to(dev)[labels]]  # (N, D)
+        cos_anchor_clean, cos_anchor_prot = (e_clean * a).sum(1), (e_prot * a).sum(1)
+        slot_cls = torch.tensor([gallery.classes.index(pool[k]) if pool[k] in gallery.classes else -1
+                                 for k in range(len(pool))], device=dev)  # anchor slot -> gallery class
+        anchor_cls = slot_cls[slots.to(dev)[labels]]
+        to_anchor = _nearest(e_prot, cent) == anchor_cls
     groups = {"all": torch.ones_like(seen, dtype=torch.bool), "seen": seen, "unseen": ~seen}
     report: dict = {
         "checkpoint": str(checkpoint), "structure": spec.name, "method": loaded.config.method,
@@ -151,6 +200,10 @@ def protection_check(
             "cos_mean": float(cos[m].mean()), "cos_min": float(cos[m].min()),
             "dssim_mean": float(d[m].mean()), "dssim_max": float(d[m].max()), "psnr_mean": float(p[m].mean()),
         }
+        if target is not None:
+            row["anchor_cos_clean"] = float(cos_anchor_clean[m].mean())
+            row["anchor_cos_protected"] = float(cos_anchor_prot[m].mean())
+            row["to_anchor"] = float(to_anchor[m].float().mean())
         for q, hits in extra.items():
             row[f"acc_protected_jpeg{q}"] = float(hits[m].float().mean())
         report["groups"][name] = row

@@ -26,6 +26,15 @@ class HyperNetSource(nn.Module):
     def sample(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return self.hyper(self.hyper.sample_z(n, gen))
 
+    def sample_keyed(self, n: int, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Like :meth:`sample` (same random stream), plus each net's key: its latent z (n, z_dim)."""
+        z = self.hyper.sample_z(n, gen)
+        return self.hyper(z), z
+
+    def key_of(self, z: torch.Tensor) -> torch.Tensor:
+        """The key of the nets issued for latents z (what the targeted objective maps to an anchor)."""
+        return z
+
     def issue(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weights for users whose secret latents are z: (n, z_dim)."""
         return self.hyper(z.to(next(self.parameters()).device))
@@ -51,6 +60,12 @@ class StaticSource(nn.Module):
 
     def issue(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.sample(z.shape[0], torch.Generator())
+
+    def sample_keyed(self, n: int, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return self.sample(n, gen), torch.zeros(n, dtype=torch.int64)  # one net, one target for everyone
+
+    def key_of(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(z.shape[0], dtype=torch.int64)
 
     z_dim = 1
 
