@@ -134,3 +134,28 @@ def test_tiny_all_experiments_real_faces(tmp_path):
     torch.set_num_threads(_THREADS)
     assert r.exit_code == 0, r.output
     _check_results(out, EXPS)
+
+
+def test_psp_set_trains_the_evaluated_nets_with_another_objective(tmp_path, one_thread):
+    """--psp-set reaches every PSP training (here: the feature objective under a tiny ONNX embedder) and is
+    recorded in the results; a misspelt key is refused in one line before anything runs."""
+    from _train_support import write_tiny_embedder
+
+    from hyperobf.eval.synthetic import write_synthetic_faces
+
+    faces = write_synthetic_faces(tmp_path / "faces")
+    emb = write_tiny_embedder(tmp_path / "emb.onnx")
+    out = tmp_path / "results"
+    r = runner.invoke(app, ["eval", "e1", "--scale", "tiny", "--faces", str(faces), "--models", _models_arg(tmp_path),
+                            "--out", str(out), "--device", "cpu", "--quiet", "--threads", "1",
+                            "--psp-set", "objective=feature", "--psp-set", "feature_mode=untargeted",
+                            "--psp-set", f"embedder={emb}"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "e1" / "results.json").read_text())
+    assert res["config"]["psp_overrides"]["objective"] == "feature"
+    cfg = json.loads(next((out / "psp").glob("static-*/config.json")).read_text())
+    assert cfg["objective"] == "feature" and cfg["feature_mode"] == "untargeted" and cfg["embedder"] == str(emb)
+    r = runner.invoke(app, ["eval", "e1", "--scale", "tiny", "--faces", str(faces), "--out", str(tmp_path / "o"),
+                            "--psp-set", "objectiv=feature"])
+    assert r.exit_code != 0 and "unknown config keys: objectiv" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()

@@ -77,12 +77,16 @@ def test_targeted_anchor_is_a_fixed_function_of_the_users_key(embedder_path):
     e = obj.embed(x)
     z0 = z[slots == 0][:1]
     y0 = torch.zeros(2, dtype=torch.int64)
+    obj.push = 0.0  # the pure pull first (Fawkes's loss); the push term is checked below
     assert float(obj.j1(x[:2], x[:2], y0, keys=z0)) == 0.0
     assert obj.anchor_ok.sum(1).min() >= 1 and not obj.anchor_ok.diagonal().any()  # every identity has a target
     y_far = int(obj.anchor_ok[:, 0].nonzero()[0])  # an identity for which anchor 0 is a valid target
     want = 1.0 - (e[:2] * obj.anchors[0]).sum(1)
     got = obj.j1(x[:2], x[:2], torch.full((2,), y_far, dtype=torch.int64), keys=z0)
     assert torch.allclose(got, want.mean(), atol=1e-5)
+    obj.push = 0.5  # + 0.5 × (1 − ‖Φ(x ⊕ δ) − Φ(x)‖ / 2), here δ = 0
+    assert torch.allclose(obj.j1(x[:2], x[:2], torch.full((2,), y_far, dtype=torch.int64), keys=z0),
+                          want.mean() + 0.5, atol=1e-5)
 
 
 def test_budget_pixel_clip_holds_under_aggressive_training():

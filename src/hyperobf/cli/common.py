@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tomllib
 from typing import Iterator, NoReturn
 
 import typer
@@ -31,3 +32,18 @@ def errors_as_one_line(*kinds: type[BaseException]) -> Iterator[None]:
 def progress_bar(disable: bool = False) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     disable=disable, transient=False, console=Console(stderr=True))
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``key=value`` pairs, values parsed as TOML (numbers, booleans, [lists], "strings"; bare words = strings)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out[key.strip()] = value
+    return out

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import errors_as_one_line, fail
+from .common import errors_as_one_line, fail, parse_sets
 
 eval_app = typer.Typer(add_completion=False, no_args_is_help=True,
                        help="Evaluation harness: experiments E1–E8 of the thesis (FR attacks, inversion, diversity).")
@@ -30,14 +30,19 @@ _TITLES = {
 }
 
 
+_PSP_SET_HELP = ("Training config key for every PSP training, e.g. --psp-set objective=feature --psp-set structure=D "
+                 "(repeatable; the feature objective's embedder defaults to MODELS/mobilefacenet.onnx).")
+
+
 def _default(env: str, sub: str) -> Path:
     return Path(os.environ[env]) if os.environ.get(env) else (_DEFAULT_SHARED / sub).resolve()
 
 
 def _run(names: list[str], scale: str, faces: Optional[Path], models: Optional[Path], out: Optional[Path], seed: int,
          device: str, psp_source: str, fr_source: str, public_source: str, quiet: bool, deadline_s: float = 0.0,
-         threads: int = 0) -> None:
+         threads: int = 0, psp_set: Optional[list[str]] = None) -> None:
     from ..eval.runner import run
+    from ..train.config import TrainConfig
     from ..eval.scales import get_scale
 
     faces = faces or _default("HYPEROBF_FACES", "data/faces")
@@ -46,10 +51,14 @@ def _run(names: list[str], scale: str, faces: Optional[Path], models: Optional[P
         fail(f"faces root not found: {faces} (pass --faces or set HYPEROBF_FACES)")
     out = out or Path("results") / f"{scale}-{device}"
     with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, OSError):
+        overrides = parse_sets(psp_set or [])
+        TrainConfig.from_dict(dict(overrides, embedder=overrides.get("embedder", "x")))  # unknown keys fail now
+        if "embedder" not in overrides and overrides.get("objective") == "feature" and models.is_dir():
+            overrides["embedder"] = str(models / "mobilefacenet.onnx")
         summaries, failures = run(names, get_scale(scale), faces, models if models.is_dir() else None, out, seed,
                                   device, {"psp": psp_source, "fr": fr_source, "public": public_source},
                                   log=(lambda *_: None) if quiet else (lambda m: print(m, flush=True)),
-                                  deadline_s=deadline_s, threads=threads)
+                                  deadline_s=deadline_s, threads=threads, psp_overrides=overrides)
     print(f"wrote {out / 'report.md'}")
     if failures:
         fail("; ".join(failures))
@@ -68,9 +77,11 @@ def _make(name: str):
         public_source: Annotated[str, typer.Option(help="Folder of the attacker's public faces (leftover ids if = fr-source).")] = "celeba299",
         quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
         threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default; 1 is fastest on a busy machine).")] = 0,
+        psp_set: Annotated[Optional[list[str]], typer.Option("--psp-set", help=_PSP_SET_HELP)] = None,
     ) -> None:
         names = list(_TITLES) if name == "all" else [n.strip() for n in name.split(",")]
-        _run(names, scale, faces, models, out, seed, device, psp_source, fr_source, public_source, quiet, 0.0, threads)
+        _run(names, scale, faces, models, out, seed, device, psp_source, fr_source, public_source, quiet, 0.0, threads,
+             psp_set)
 
     cmd.__doc__ = _TITLES.get(name, "Run E1–E8 in one process (shared nets and attackers).")
     return cmd
@@ -92,7 +103,9 @@ def run_some(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     deadline_s: Annotated[float, typer.Option(help="Start no experiment after this many seconds (0 = no limit).")] = 0.0,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default; 1 is fastest on a busy machine).")] = 0,
+    psp_set: Annotated[Optional[list[str]], typer.Option("--psp-set", help=_PSP_SET_HELP)] = None,
 ) -> None:
     """Several experiments in one process, sharing trained nets and attackers."""
     names = [n.strip() for n in experiments.split(",") if n.strip()]
-    _run(names, scale, faces, models, out, seed, device, "glint24", "celeba299", "celeba299", quiet, deadline_s, threads)
+    _run(names, scale, faces, models, out, seed, device, "glint24", "celeba299", "celeba299", quiet, deadline_s, threads,
+         psp_set)

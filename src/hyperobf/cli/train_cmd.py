@@ -7,30 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import errors_as_one_line, fail, progress_bar
+from .common import errors_as_one_line, fail, parse_sets, progress_bar
 
 _BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, OSError)
-
-
-def _parse_sets(items: list[str]) -> dict:
-    """``key=value`` pairs, values parsed as TOML (numbers, booleans, [lists], "strings"; bare words = strings)."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        try:
-            value = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw.strip()
-        out[key.strip()] = value
-    return out
 
 
 def train(
@@ -60,7 +44,7 @@ def train(
     if resume and len(names) > 1:
         fail("--resume continues one run: use --structure")
     with errors_as_one_line(*_BAD_INPUT):
-        overrides = _parse_sets(set_ or [])
+        overrides = parse_sets(set_ or [])
         overrides.update({k: v for k, v in dict(
             data=str(data) if data else None, structure=structure, method=method, objective=objective,
             feature_mode=feature_mode, embedder=str(embedder) if embedder else None, epochs=epochs,
@@ -122,3 +106,6 @@ def protection_check(
         print(f"  {name:6s} n={g['queries']:4d}  acc clean {g['acc_clean']:.3f} -> protected {g['acc_protected']:.3f}{extra}  "
               f"cos {g['cos_mean']:.4f} (min {g['cos_min']:.4f})  DSSIM {g['dssim_mean']:.4f} (max {g['dssim_max']:.4f})  "
               f"PSNR {g['psnr_mean']:.2f} dB")
+        if "anchor_cos_protected" in g:  # targeted: did the faces move toward their user's anchor identity?
+            print(f"  {'':6s} anchor cos {g['anchor_cos_clean']:.4f} -> {g['anchor_cos_protected']:.4f}  "
+                  f"labelled as the anchor {g['to_anchor']:.3f}")

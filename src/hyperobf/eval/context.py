@@ -38,6 +38,7 @@ class EvalContext:
     sources: dict = field(default_factory=lambda: {"psp": "glint24", "fr": "celeba299", "public": "celeba299"})
     log: callable = print
     threads: int = 0  # CPU threads for torch and onnxruntime (0 = their defaults)
+    psp_overrides: dict = field(default_factory=dict)  # TrainConfig keys for every PSP training (--psp-set)
 
     def __post_init__(self) -> None:
         self.device = pick_device(self.device_name)
@@ -59,6 +60,7 @@ class EvalContext:
                     max_identities=sc.psp_identities, max_per_identity=sc.psp_per_identity, epochs=sc.psp_epochs,
                     nets_per_step=sc.psp_nets_per_step, batch_images=sc.psp_batch_images, seed=self.seed,
                     device=self.device.type, ensemble_size=sc.mix_nets)
+        base.update(self.psp_overrides)  # e.g. objective=feature, structure=D (what is evaluated)
         base.update({k: v for k, v in kw.items() if v is not None})
         return TrainConfig.from_dict(base)
 

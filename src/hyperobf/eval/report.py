@@ -59,6 +59,7 @@ def write_results(ctx, name: str, result: dict) -> Path:
     folder = ctx.out / name
     folder.mkdir(parents=True, exist_ok=True)
     config = {"experiment": name, "scale": ctx.scale.to_dict(), "seed": ctx.seed, "device": str(ctx.device),
+              "psp_overrides": dict(ctx.psp_overrides),
               "faces_root": str(ctx.faces_root), "models_root": str(ctx.models_root) if ctx.models_root else None,
               "sources": ctx.sources, "machine": machine()}
     ctx.write_json(f"{name}/config.json", config)

@@ -20,7 +20,7 @@ EXPERIMENTS: dict[str, Callable] = {"e1": run_e1, "e2": run_e2, "e3": run_e3, "e
 
 def run(names: list[str], scale: EvalScale, faces_root: Path, models_root: Path | None, out: Path, seed: int = 0,
         device: str = "auto", sources: dict | None = None, log: Callable = print,
-        deadline_s: float = 0.0, threads: int = 0) -> tuple[list[dict], list[str]]:
+        deadline_s: float = 0.0, threads: int = 0, psp_overrides: dict | None = None) -> tuple[list[dict], list[str]]:
     """Returns (summaries, failures). Each experiment's folder is written as soon as it finishes.
     With ``deadline_s`` > 0, experiments not yet started when that much time has passed are skipped
     (listed as failures: 'not started, time budget spent')."""
@@ -33,7 +33,8 @@ def run(names: list[str], scale: EvalScale, faces_root: Path, models_root: Path 
 
         torch.set_num_threads(threads)
     ctx = EvalContext(scale, Path(faces_root), Path(models_root) if models_root else None, Path(out), seed, device,
-                      sources or {"psp": "glint24", "fr": "celeba299", "public": "celeba299"}, log=log, threads=threads)
+                      sources or {"psp": "glint24", "fr": "celeba299", "public": "celeba299"}, log=log, threads=threads,
+                      psp_overrides=dict(psp_overrides or {}))
     log(f"data loaded in {ctx.timings['load_data']:.1f} s on {ctx.device}: {len(ctx.data.targets)} targets, "
         f"{len(ctx.data.distractor_train.classes)} distractors, {len(ctx.data.public)} public faces")
     summaries, failures = [], []

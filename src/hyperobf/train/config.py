@@ -17,6 +17,7 @@ class TrainConfig:
     # objective
     objective: str = "classifier"  # classifier | feature
     feature_mode: str = "targeted"  # targeted | untargeted (feature objective only)
+    target_push: float = 0.5  # targeted mode: weight of the untargeted push-away term added to the pull
     embedder: str = ""  # ONNX face embedder for the feature objective
     embedder_size: int = 0  # embedder input side; 0 = the ONNX model's declared size
     embedder_mean: float = 127.5  # embedder input = (x·255 − mean) / std  (ArcFace / mobilefacenet)
@@ -93,6 +94,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_images and nets_per_step must be >= 1")
         if self.feature_mode not in ("targeted", "untargeted"):
             raise ValueError(f"unknown feature_mode {self.feature_mode!r} (targeted | untargeted)")
+        if self.target_push < 0:
+            raise ValueError("target_push must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {self.device!r} (auto | cpu | cuda)")
         if not (0 <= self.jpeg_prob <= 1 and 0 <= self.resize_prob <= 1):
