@@ -128,3 +128,39 @@ def test_seeds_file_guarded(tiny_checkpoint, tmp_path):
     r = _export("--checkpoint", str(tiny_checkpoint), "--users", "1", "--out", str(out), "--seeds-file", str(secret))
     assert "never overwritten" in _one_line_error(r)
     assert secret.read_text() == "earlier secrets\n" and not out.exists()
+
+
+def _untrained_checkpoint(path, structure: str):
+    import torch
+
+    from hyperobf.spec import builtin_spec
+    from hyperobf.train.checkpoint import save_checkpoint
+    from hyperobf.train.config import TrainConfig
+    from hyperobf.train.sources import build_source
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(structure=structure)
+    save_checkpoint(path, builtin_spec(structure), cfg, build_source(builtin_spec(structure), cfg), epoch=0)
+    return str(path)
+
+
+def test_several_hypernets_assign_each_user_a_random_structure(tmp_path):
+    """One checkpoint per structure: users spread over them at random (CSPRNG), one manifest for all."""
+    cks = [_untrained_checkpoint(tmp_path / f"{s}.pt", s) for s in ("tiny", "B")]
+    out = tmp_path / "models"
+    r = _export("--checkpoint", cks[0], "--checkpoint", cks[1], "--users", "24", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(row["user"] for row in rows) == [f"user{i:04d}" for i in range(24)]
+    by = {s: [row for row in rows if row["structure"] == s] for s in ("tiny", "B")}
+    assert by["tiny"] and by["B"]  # 24 fair draws: both structures used (fails with probability 2^-23)
+    for s, group in by.items():
+        for row in group:
+            assert row["file"].startswith(f"{s}/") and (out / row["file"]).is_file()
+    # a second multi-structure export into the now non-empty folder is refused and changes nothing
+    before = _listing(out)
+    r = _export("--checkpoint", cks[0], "--checkpoint", cks[1], "--users", "2", "--out", str(out))
+    assert "new or empty folder" in _one_line_error(r) and _listing(out) == before
+    # two checkpoints of one structure are refused before anything is written
+    r = _export("--checkpoint", cks[0], "--checkpoint", cks[0], "--users", "2", "--out", str(tmp_path / "m2"))
+    assert "one checkpoint per structure" in _one_line_error(r) and not (tmp_path / "m2").exists()

@@ -107,3 +107,13 @@ def test_dssim_penalty_pulls_perturbation_under_budget():
     off = tiny_cfg(rho_pixel=0.3, lambda_div=0.0, dssim_budget=0.0, lambda_dssim=0.0, lr=3e-4)
     _, _, _, _, _, hist_off = _fit_fixed_batch(off, steps=12)
     assert hist_off[-1] > 0.8 * hist_off[0], hist_off
+
+
+def test_default_objective_is_the_measured_winner_when_an_embedder_is_given():
+    from hyperobf.train.config import TrainConfig
+
+    assert TrainConfig().objective == "classifier"  # nothing to load: the thesis's J1
+    cfg = TrainConfig.from_dict({"embedder": "mobilefacenet.onnx"})
+    assert (cfg.objective, cfg.feature_mode) == ("feature", "untargeted")
+    assert TrainConfig.from_dict({"embedder": "m.onnx", "objective": "classifier"}).objective == "classifier"
+    assert TrainConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()  # the saved config is resolved

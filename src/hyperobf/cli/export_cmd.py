@@ -15,7 +15,9 @@ _FORMAT_HELP = "Comma-separated formats: " + ", ".join(f"{r.name} ({r.suffix})" 
 
 
 def export(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained checkpoint.pt.", dir_okay=False)],
+    checkpoint: Annotated[list[Path], typer.Option("--checkpoint", help="Trained checkpoint.pt; repeat it with one "
+                                                   "checkpoint per structure to give each user a structure drawn at "
+                                                   "random (OUT/<structure>/ + one manifest).", dir_okay=False)],
     users: Annotated[int, typer.Option("--users", "-n", help="Number of users to issue MaskNets for.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (new or empty, or see --overwrite).", file_okay=False)],
     fmt: Annotated[str, typer.Option("--format", "-f", help=_FORMAT_HELP)] = "onnx",
@@ -27,7 +29,7 @@ def export(
                                                          "(default: embedded synthetic faces).", file_okay=False)] = None,
     seeds_file: Annotated[Optional[Path], typer.Option(help="Keep users' secret z here (mode 0600) for re-issue.", dir_okay=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files of a previous export in --out.")] = False,
-    chunk: Annotated[int, typer.Option(min=1, help="Users generated and written per batch.")] = 1024,
+    chunk: Annotated[int, typer.Option(min=1, help="Users generated and written per batch.")] = 256,
 ) -> None:
     """Issue per-user MaskNets: one model file per user, format and precision, plus manifest.jsonl."""
     if users < 1:
@@ -39,22 +41,32 @@ def export(
         fail("--shape must be 'fixed' or 'dynamic'")
     if verify not in ("sample", "all", "none"):
         fail("--verify must be sample, all or none")
-    if not checkpoint.is_file():
-        fail(f"checkpoint not found: {checkpoint}")
+    for c in checkpoint:
+        if not c.is_file():
+            fail(f"checkpoint not found: {c}")
     if verify_faces is not None and not verify_faces.is_dir():
         fail(f"--verify-faces folder not found: {verify_faces}")
     from ..export.issue import issue_users
+    from ..export.mixed import issue_mixed
     from ..train.checkpoint import load_checkpoint
 
     with errors_as_one_line(ValueError, OSError, RuntimeError, AssertionError):
-        loaded = load_checkpoint(checkpoint)
-        with progress_bar() as bar:
-            task = bar.add_task(f"exporting {', '.join(formats)}", total=users)
-            report = issue_users(loaded, users, out, formats=formats, precisions=precisions, shape=shape,
-                                 verify=verify, verify_faces=verify_faces, seeds_file=seeds_file,
-                                 overwrite=overwrite, chunk=chunk,
-                                 progress=lambda done, total: bar.update(task, completed=done))
-    _print_report(report)
+        loaded = [load_checkpoint(c) for c in checkpoint]
+        kw = dict(formats=formats, precisions=precisions, shape=shape, verify=verify, verify_faces=verify_faces,
+                  chunk=chunk)
+        if len(loaded) == 1:
+            with progress_bar() as bar:
+                task = bar.add_task(f"exporting {', '.join(formats)}", total=users)
+                reports = {"": issue_users(loaded[0], users, out, seeds_file=seeds_file, overwrite=overwrite,
+                                           progress=lambda done, total: bar.update(task, completed=done), **kw)}
+        else:
+            if overwrite:
+                fail("--overwrite is not supported with several checkpoints; use a new folder")
+            reports = issue_mixed(loaded, users, out, seeds_file=seeds_file, **kw)
+    for name, report in reports.items():
+        if name:
+            print(f"structure {name}: {report.n_users} users")
+        _print_report(report)
 
 
 def _print_report(report) -> None:

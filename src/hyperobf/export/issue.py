@@ -120,6 +120,7 @@ def issue_users(
     verify_inputs: np.ndarray | VerifyInputs | None = None, verify_faces: str | Path | None = None,
     seeds_file: str | Path | None = None, user_prefix: str = "user", overwrite: bool = False,
     chunk: int = 256, progress: Callable[[int, int], None] | None = None, torch_threads: int | None = 1,
+    user_ids: list[str] | None = None,
 ) -> IssueReport:
     """Write one model per user and (format, precision) plus ``manifest.jsonl`` into ``out``.
 
@@ -130,6 +131,9 @@ def issue_users(
     under glibc's mmap threshold, so they are reused from the heap instead of being mapped fresh and
     page-faulted every round (1024-user rounds cost ~0.15 s of kernel time per 10^4 users here).
 
+    ``user_ids``: explicit user names (default ``<user_prefix><index>``), e.g. when users are spread
+    over several HyperNets (:mod:`.mixed`).
+
     ``torch_threads``: torch's thread count while issuing (restored afterwards). 1 by default:
     the writer threads keep the other core busy, and on a shared machine one torch thread is
     several times faster than two that wait for each other (None: leave torch's setting).
@@ -139,13 +143,13 @@ def issue_users(
         torch.set_num_threads(torch_threads)
     try:
         return _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inputs, verify_faces,
-                      seeds_file, user_prefix, overwrite, chunk, progress)
+                      seeds_file, user_prefix, overwrite, chunk, progress, user_ids)
     finally:
         torch.set_num_threads(previous)
 
 
 def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inputs, verify_faces, seeds_file,
-           user_prefix, overwrite, chunk, progress) -> IssueReport:
+           user_prefix, overwrite, chunk, progress, user_ids=None) -> IssueReport:
     if n_users < 1:
         raise ExportError("number of users must be >= 1")
     if shape not in SHAPES:
@@ -164,7 +168,9 @@ def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inpu
         if not seeds.parent.is_dir():
             raise ExportError(f"folder of the seeds file does not exist: {seeds.parent}")
     width = max(4, len(str(n_users - 1)))
-    users = [f"{user_prefix}{i:0{width}d}" for i in range(n_users)]
+    users = list(user_ids) if user_ids is not None else [f"{user_prefix}{i:0{width}d}" for i in range(n_users)]
+    if len(users) != n_users or len(set(users)) != n_users:
+        raise ExportError("user_ids must hold n_users distinct names")
     names = {j: [j.row.file_name(u, j.precision) for u in users] for j in jobs}
 
     t0 = time.perf_counter()

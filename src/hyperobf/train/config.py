@@ -15,8 +15,10 @@ class TrainConfig:
     structure: str = "A"  # MaskNet structure (spec.BUILTIN)
     rho_pixel: float = 0.03  # per-pixel clip (Eq. 2.4)
     # objective
-    objective: str = "classifier"  # classifier | feature
-    feature_mode: str = "targeted"  # targeted | untargeted (feature objective only)
+    # auto = the measured winner (results/training-cpu): the feature objective whenever an embedder is
+    # given, else the thesis's classifier objective (no model file needed); resolved on construction
+    objective: str = "auto"  # auto | classifier | feature
+    feature_mode: str = "untargeted"  # untargeted (measured winner) | targeted (feature objective only)
     target_push: float = 0.5  # targeted mode: weight of the untargeted push-away term added to the pull
     embedder: str = ""  # ONNX face embedder for the feature objective
     embedder_size: int = 0  # embedder input side; 0 = the ONNX model's declared size
@@ -62,6 +64,10 @@ class TrainConfig:
     resize_prob: float = 0.0
     resize_range: tuple[float, float] = (0.5, 1.0)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.objective == "auto":
+            self.objective = "feature" if self.embedder else "classifier"
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
