@@ -97,6 +97,9 @@ def render(name: str, r: dict) -> str:
               f"from `{s['public']['source']}` ({s['public']['pretrain_ids']} pre-train the ResNet trunk); PSP training: "
               f"{s['psp']['images']} images of {s['psp']['identities']} identities from `{s['psp']['source']}`. "
               f"Identities are disjoint across the three (full list in split.json).", ""]
+    if r["config"].get("psp_overrides"):  # --psp-set: these replace the scale's PSP training settings above
+        lines += ["PSP training settings replaced with `--psp-set`: " + ", ".join(
+            f"{k} = {v}" for k, v in sorted(r["config"]["psp_overrides"].items())) + ".", ""]
     if r.get("protocol"):
         lines += [r["protocol"], ""]
     lines += ["## Our numbers beside the thesis's", "",
