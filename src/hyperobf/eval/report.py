@@ -121,6 +121,9 @@ def render(name: str, r: dict) -> str:
         lines += ["## Reading", ""] + [f"- {f}" for f in r["findings"]] + [""]
     for p in r.get("plots", []):
         lines += [f"![{p}]({p})", ""]
+        if p.endswith("_faces.png"):  # .gitignore keeps it out of the repository
+            lines += [f"(`{p}` shows real faces from the data folder, whose terms forbid redistribution: it is "
+                      "written beside this report by every run and never committed.)", ""]
     lines += ["Every number is in results.json; resolved config in config.json; split in split.json.", ""]
     return "\n".join(lines)
 
