@@ -102,3 +102,10 @@ def test_untargeted_warm_up_then_targeted(tmp_path):
     assert state["objective"]["anchor_proj"].shape[1] == state["config"]["z_dim"]
     with pytest.raises(ValueError, match="cannot resume a feature run with the classifier objective"):
         train(tiny_cfg(epochs=2), tmp_path / "clf", resume=ck)
+
+
+def test_resume_ignores_feature_mode_for_the_classifier_objective(tmp_path):
+    """feature_mode means nothing to the classifier objective (its default changed): resuming must not trip on it."""
+    train(tiny_cfg(epochs=1, feature_mode="targeted"), tmp_path / "a")
+    res = train(tiny_cfg(epochs=2, feature_mode="untargeted"), tmp_path / "a", resume=tmp_path / "a" / "checkpoint.pt")
+    assert [r["epoch"] for r in res.metrics] == [1, 2]

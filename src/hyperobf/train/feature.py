@@ -11,7 +11,7 @@
   (never its own, never a near one), the way Fawkes targets a class far from the user.
   Plus ``target_push`` × the untargeted term: the pure pull (``target_push = 0``, Fawkes's
   loss) gets about half the untargeted term's gradient into the HyperNet, and under the DSSIM
-  penalty its perturbations shrank to nothing on glint24 (held-out DSSIM 0.0003, features
+  penalty its perturbations shrank to nothing on glint24 (held-out DSSIM 0.0008, features
   unmoved); the push keeps δ alive while the pull steers it.
   (An earlier variant targeted the identity farthest from each face's own, so one small net
   had to push every identity somewhere else: the directions averaged out and δ collapsed.)

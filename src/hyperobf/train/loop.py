@@ -145,7 +145,8 @@ def train(
             raise ValueError(f"cannot resume from {resume}: not a HyperObf checkpoint")
         source.load_state_dict(state["source"])
         before = state.get("config", {})
-        if (before.get("objective"), before.get("feature_mode")) == (cfg.objective, cfg.feature_mode):
+        same_mode = cfg.objective != "feature" or before.get("feature_mode") == cfg.feature_mode
+        if before.get("objective") == cfg.objective and same_mode:
             objective.load_state_dict(state["objective"])
             objective.load_extra_state(state["objective_extra"])
         elif cfg.objective != "feature" or before.get("objective") != "feature":

@@ -106,7 +106,8 @@ def user_latents(source, n_users: int, seed: int, target=None, centroids: torch.
         mine = int(own_slot[u]) if own_slot is not None else -1
         others = torch.cat([sim[u, :mine], sim[u, mine + 1:]]) if mine >= 0 else sim[u]
         limit = others.quantile(0.5, interpolation="lower")
-        sim[u, mine] = float("inf") if mine >= 0 else sim[u, mine]  # never one's own identity
+        if mine >= 0:
+            sim[u, mine] = float("inf")  # never one's own identity
         for _ in range(tries):
             k = int(anchor_index(source.key_of(z[u:u + 1]), proj)[0])
             if sim[u, k] <= limit:
