@@ -42,8 +42,8 @@ def _run(names: list[str], scale: str, faces: Optional[Path], models: Optional[P
          device: str, psp_source: str, fr_source: str, public_source: str, quiet: bool, deadline_s: float = 0.0,
          threads: int = 0, psp_set: Optional[list[str]] = None) -> None:
     from ..eval.runner import run
-    from ..train.config import TrainConfig
     from ..eval.scales import get_scale
+    from ..train.config import TrainConfig
 
     faces = faces or _default("HYPEROBF_FACES", "data/faces")
     models = models or _default("HYPEROBF_MODELS", "models")
