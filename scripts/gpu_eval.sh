@@ -13,6 +13,8 @@
 #   GPU_EVAL_HARD_S       hard wall-clock limit of the whole run (default 540)
 #   GPU_EVAL_ALLOW_CPU=1  dry run on a machine without CUDA (use with GPU_EVAL_SCALE=tiny)
 #   GPU_EVAL_ARCHIVE      also pack OUT_DIR (without checkpoints) into this .tar.gz
+#   GPU_EVAL_PSP_SET      space-separated key=value PSP training settings, each passed as --psp-set
+#                         (e.g. "objective=feature structure=D rho_pixel=0.05 lambda_div=30")
 # Python: the first of $PYTHON, python3, /opt/torch/.venv/bin/python3, .venv/bin/python whose torch sees CUDA.
 # The package is used from src/ (PYTHONPATH); kornia is installed from .whl/ into /tmp/site when missing.
 set -u -o pipefail
@@ -56,9 +58,10 @@ main() {
 print("== python", sys.version.split()[0], "torch", torch.__version__, "kornia", kornia.__version__,
       "onnxruntime", onnxruntime.__version__, "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")' \
     || { echo "error: imports failed"; return 1; }
-  local t0=$(date +%s)
+  local t0=$(date +%s) PSP_ARGS="" kv
+  for kv in ${GPU_EVAL_PSP_SET:-}; do PSP_ARGS="$PSP_ARGS --psp-set $kv"; done
   timeout --signal=INT --kill-after=20 "$HARD_S" "$PY" -m hyperobf.cli eval run "$EXPS" --scale "$SCALE" --faces "$FACES" \
-    --models "$MODELS" --out "$OUT" --device "$DEVICE" --deadline-s "$START_S"
+    --models "$MODELS" --out "$OUT" --device "$DEVICE" --deadline-s "$START_S" $PSP_ARGS
   local rc=$?
   echo "== eval exit $rc after $(( $(date +%s) - t0 )) s"
   if [ -n "${GPU_EVAL_ARCHIVE:-}" ]; then
