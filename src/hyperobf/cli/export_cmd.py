@@ -46,6 +46,8 @@ def export(
             fail(f"checkpoint not found: {c}")
     if verify_faces is not None and not verify_faces.is_dir():
         fail(f"--verify-faces folder not found: {verify_faces}")
+    if overwrite and len(checkpoint) > 1:
+        fail("--overwrite is not supported with several checkpoints; use a new folder")
     from ..export.issue import issue_users
     from ..export.mixed import issue_mixed
     from ..train.checkpoint import load_checkpoint
@@ -60,8 +62,6 @@ def export(
                 reports = {"": issue_users(loaded[0], users, out, seeds_file=seeds_file, overwrite=overwrite,
                                            progress=lambda done, total: bar.update(task, completed=done), **kw)}
         else:
-            if overwrite:
-                fail("--overwrite is not supported with several checkpoints; use a new folder")
             reports = issue_mixed(loaded, users, out, seeds_file=seeds_file, **kw)
     for name, report in reports.items():
         if name:

@@ -62,8 +62,7 @@ class EnsembleSource(nn.Module):
 
     def sample(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """n == K: all members in order (training); otherwise n members drawn at random."""
-        idx = torch.arange(self.k) if n == self.k else torch.randint(0, self.k, (n,), generator=gen)
-        return self._params(idx.to(self.members[next(iter(self.members))].device))
+        return self.sample_keyed(n, gen)[0]
 
     def sample_keyed(self, n: int, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Like :meth:`sample`, plus each net's key: its member index (n,) (its target anchor slot)."""

@@ -42,12 +42,10 @@ def evaluate_epoch(source, spec, faces: FaceSet, device, seed: int, n_nets: int,
     state = gen.get_state()
     row = evaluate_quality(source, spec, faces, device, gen, n_nets)
     gen.set_state(state)  # the same nets again for the diversity / feature numbers
+    params, keys = source.sample_keyed(n_nets, gen)
     targeted = objective is not None and getattr(objective, "needs_keys", False)
     if targeted:
-        params, keys = source.sample_keyed(n_nets, gen)
         slots = objective.anchor_of(keys)  # (n_nets,) each net's target identity
-    else:
-        params = source.sample(n_nets, gen)
     row["param_var"] = float(param_variance(params))
     row["kl_gaussian"] = kl_diversity(params, "gaussian")["mean"]
     row["kl_hist"] = kl_diversity(params, "histogram")["mean"]

@@ -174,11 +174,7 @@ def train(
         for _ in range(steps):
             idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)
             x, y = x_all[idx], y_all[idx]
-            keys = None
-            if getattr(objective, "needs_keys", False):
-                params, keys = source.sample_keyed(n, gen)
-            else:
-                params = source.sample(n, gen)
+            params, keys = source.sample_keyed(n, gen)  # keys: what made each net (targeted objective)
             loss, x_prot, parts = step_loss(spec, cfg, objective, params, x, y, gen, independent, autocast, keys)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,7 +24,7 @@ class HyperNetSource(nn.Module):
         self.hyper = HyperNet(spec, HyperNetConfig(cfg.z_dim, cfg.code_dim, cfg.mixer_hidden, cfg.gen_hidden))
 
     def sample(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        return self.hyper(self.hyper.sample_z(n, gen))
+        return self.sample_keyed(n, gen)[0]
 
     def sample_keyed(self, n: int, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Like :meth:`sample` (same random stream), plus each net's key: its latent z (n, z_dim)."""
