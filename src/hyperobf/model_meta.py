@@ -10,6 +10,8 @@ import json
 import time
 
 from . import __version__
+from .protection import RecordError
+from .protection import validate as validate_protection
 from .spec import MaskNetSpec
 
 METADATA_FORMAT = 1
@@ -20,9 +22,14 @@ OUTPUT_NAMES = ("protected", "delta")
 
 def build_metadata(
     spec: MaskNetSpec, model_id: str, checkpoint_sha256: str, *, method: str = "hypernet",
-    shape: str = "fixed", precision: str = "fp32", created: float | None = None,
+    shape: str = "fixed", precision: str = "fp32", created: float | None = None, protection: dict | None = None,
 ) -> dict[str, str]:
-    """The one metadata dict (str -> JSON str) for a user's model file."""
+    """The one metadata dict (str -> JSON str) for a user's model file.
+
+    ``protection``: the checkpoint's protection record (:mod:`hyperobf.protection`), copied as is;
+    null means nobody measured this HyperNet's protection, and the runtime says so.
+    """
+    validate_protection(protection)
     size = spec.input_size
     in_shape = [1, 3, size, size] if shape == "fixed" else ["N", 3, "H", "W"]
     fields = {
@@ -39,6 +46,7 @@ def build_metadata(
         "checkpoint_sha256": checkpoint_sha256,
         "package_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or time.time())),
+        "protection": protection,
     }
     return {PREFIX + k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in fields.items()}
 
@@ -67,4 +75,8 @@ def parse_metadata(props: dict[str, str]) -> dict:
     if spec.digest() != out.get("spec_digest"):
         raise MetadataError("model metadata spec digest does not match its spec")
     out["spec"] = spec
+    try:  # models exported before the record existed have none: "not measured"
+        out["protection"] = validate_protection(out.get("protection"))
+    except RecordError as e:
+        raise MetadataError(f"model metadata: {e}") from None
     return out

@@ -47,3 +47,12 @@ def parse_sets(items: list[str]) -> dict:
             value = raw.strip()
         out[key.strip()] = value
     return out
+
+
+def command_line() -> str:
+    """This process's command as a user would type it (recorded with measurements)."""
+    import shlex
+    import sys
+
+    return shlex.join(["hyperobf", *sys.argv[1:]])
+

@@ -35,6 +35,7 @@ def protect(
     from ..device_runtime.model import ModelError, load_model
     from ..device_runtime.protect import ProtectOptions
     from ..device_runtime.session import SessionConfig
+    from ..protection import status_line, warning_line
 
     with errors_as_one_line(ValueError):
         write = WriteOptions(out, fmt, quality, keep_metadata, max_pixels or DEFAULT_MAX_PIXELS)
@@ -70,5 +71,9 @@ def protect(
     if not results:
         fail("no input images found")
     print(summary(results))
+    print(status_line(net.protection))  # what was measured of this net's protection, or that nothing was
+    warn = warning_line(net.protection)
+    if warn:
+        print(warn)
     if any(r.status == FAILED for r in results):
         raise typer.Exit(1)

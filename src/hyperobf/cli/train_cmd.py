@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import errors_as_one_line, fail, parse_sets, progress_bar
+from .common import command_line, errors_as_one_line, fail, parse_sets, progress_bar
 
 _BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, OSError)
 
@@ -83,9 +83,13 @@ def protection_check(
     jpeg: Annotated[Optional[str], typer.Option(help="Also attack after a real JPEG round trip at these qualities, e.g. 75,90.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Write the result into the checkpoint's "
+                                         "protection record (export copies it into every model).")] = True,
 ) -> None:
     """Nearest-centroid attack with a frozen embedder: accuracy on clean vs protected faces, feature cosine, DSSIM."""
-    from ..train.protection_check import protection_check as run_check
+    from ..protection import status_line, warning_line
+    from ..train.checkpoint import record_protection
+    from ..train.protection_check import protection_check as run_check, record_entries
 
     with errors_as_one_line(*_BAD_INPUT):
         qualities = tuple(int(q) for q in jpeg.split(",") if q.strip()) if jpeg else ()
@@ -99,6 +103,7 @@ def protection_check(
             tmp = out.with_name(f".{out.name}.tmp")
             tmp.write_text(json.dumps(report, indent=2))
             tmp.replace(out)
+        rec = record_protection(checkpoint, record_entries(report, data, embedder, command_line())) if record else None
     print(f"{report['method']} {report['structure']} ({report['objective']}), {report['identities']} identities, "
           f"{report['query_images']} queries")
     for name, g in report["groups"].items():
@@ -109,3 +114,9 @@ def protection_check(
         if "anchor_cos_protected" in g:  # targeted: did the faces move toward their user's anchor identity?
             print(f"  {'':6s} anchor cos {g['anchor_cos_clean']:.4f} -> {g['anchor_cos_protected']:.4f}  "
                   f"labelled as the anchor {g['to_anchor']:.3f}")
+    if rec is not None:
+        print(f"recorded in {checkpoint}: {status_line(rec)}")
+        warn = warning_line(rec)
+        if warn:
+            print(warn)
+

@@ -96,6 +96,11 @@ class MaskNetModel:
         self.input_dtype = np.float16 if ins[0].type == "tensor(float16)" else np.float32
 
     @property
+    def protection(self) -> dict | None:
+        """The protection record copied from the HyperNet's checkpoint (None: never measured)."""
+        return self.meta.get("protection")
+
+    @property
     def model_id(self) -> str:
         return str(self.meta.get("model_id", ""))
 

@@ -198,7 +198,7 @@ def _issue(loaded, n_users, out, formats, precisions, shape, verify, verify_inpu
         templates, checks = {}, {}
         for j in jobs:
             meta = build_metadata(spec, "", loaded.sha256, method=loaded.config.method, shape=shape,
-                                  precision=j.precision)
+                                  precision=j.precision, protection=loaded.payload.get("protection"))
             meta[PREFIX + "format"] = json.dumps(j.row.name)
             templates[j] = make_template(j.row, spec, shape, meta, j.precision)
             checks[j] = _template_checks(templates[j], shape) if verify != "none" else {}

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..export.formats import SHAPES
+from ..protection import status_line
 from .config import PSPConfig
 from .crypto import SecretBox
 from .db import IssuedNet, make_engine, make_sessionmaker
@@ -140,6 +141,7 @@ def create_app(service: PSPService) -> FastAPI:
             formats=[FormatOffer(format=f, precisions=list(p), shapes=list(SHAPES))
                      for f, p in eng.offered().items()],
             verifier=cfg.verifier if cfg.verifier in ("open", "invite") else "custom", min_distance=cfg.min_distance,
+            protection=status_line(eng.protection), protection_record=eng.protection,
             limits={k: float(getattr(cfg, k)) for k in (
                 "max_active_per_account", "max_issued_per_account", "account_window_s", "max_issued_per_client",
                 "max_accounts_per_client", "client_window_s")})

@@ -95,6 +95,7 @@ class GenerationEngine:
         self.spec_digest = loaded.spec.digest()  # computed once: it serialises the whole spec
         self.method = loaded.config.method
         self.hypernet_sha256 = loaded.sha256
+        self.protection = loaded.payload.get("protection")  # copied into every issued model's metadata
         self.z_dim = int(loaded.source.z_dim)
         loaded.source.to(self.device).eval()
         if probe_size % self.spec.stride_product:
@@ -155,7 +156,8 @@ class GenerationEngine:
                 raise TemplateUnavailable(self._broken[variant])
             self.check_variant(variant)
             meta = build_metadata(self.spec, "", self.hypernet_sha256, method=self.method, shape=variant.shape,
-                                  precision=variant.precision, created=self.created)
+                                  precision=variant.precision, created=self.created,
+                                  protection=self.protection)
             meta[PREFIX + "format"] = json.dumps(variant.format)
             t = time.perf_counter()
             try:

@@ -86,3 +86,5 @@ class ServiceInfo(BaseModel):
     verifier: str
     limits: dict[str, float]
     min_distance: float = Field(description="Minimum functional distance of a new net to every issued one.")
+    protection: str = Field("", description="What was measured of this HyperNet's protection (one line).")
+    protection_record: dict | None = Field(None, description="The protection record copied into every issued net.")

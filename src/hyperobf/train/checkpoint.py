@@ -78,3 +78,21 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Loaded:
     source.load_state_dict(payload["source"])
     source.eval()
     return Loaded(spec, cfg, source, payload, file_sha256(path))
+
+
+def record_protection(path: str | Path, entries: list[dict], preset: str | None = None) -> dict:
+    """Add measured attacks to the checkpoint's protection record (rewritten atomically); returns it.
+
+    The training loop writes a fresh payload every epoch without a record: a net trained further
+    is a new net, and its protection has to be measured again.
+    """
+    from ..protection import merge
+
+    path = Path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=False)  # RNG states stay CPU tensors
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"not a HyperObf checkpoint: {path}")
+    payload["protection"] = merge(payload.get("protection"), entries, preset)
+    atomic_torch_save(payload, path)
+    return payload["protection"]
+

@@ -209,3 +209,25 @@ def protection_check(
             row[f"acc_protected_jpeg{q}"] = float(hits[m].float().mean())
         report["groups"][name] = row
     return report
+
+
+def record_entries(report: dict, data: str | Path, embedder: str | Path, command: str) -> list[dict]:
+    """The report as protection-record entries (:mod:`hyperobf.protection`): one per group of
+    identities (seen in training / unseen), each also after every JPEG round trip measured."""
+    from ..protection import entry
+
+    out = []
+    attacker = f"{Path(embedder).stem} nearest-centroid"
+    for name, g in report["groups"].items():
+        if name == "all" and len(report["groups"]) > 1:
+            continue  # the seen / unseen groups are recorded; "all" would repeat them
+        who = {"seen": "identities the HyperNet trained on", "unseen": "new users", "all": "all users"}[name]
+        data_desc = f"{Path(data).name}, {g['identities']} {who}, {g['queries']} queries"
+        variants = [("protected queries vs clean gallery", g["acc_protected"])]
+        variants += [(f"protected queries after JPEG q{k[len('acc_protected_jpeg'):]} vs clean gallery", v)
+                     for k, v in g.items() if k.startswith("acc_protected_jpeg")]
+        for protocol, acc in variants:
+            out.append(entry(attacker, protocol, data_desc, g["acc_clean"], acc, g["dssim_mean"], g["dssim_max"],
+                             g["queries"], g["identities"], command, cos_mean=g["cos_mean"]))
+    return out
+

@@ -1,0 +1,105 @@
+"""The protection record: what was measured about a HyperNet's protection, and by whom.
+
+One record per checkpoint, the single place every measurement of protection lands:
+``hyperobf protection-check`` and ``hyperobf eval frontier`` write it into the checkpoint,
+``hyperobf export`` and the PSP copy it into every model's metadata (``hyperobf.protection``),
+and ``hyperobf protect`` prints one line from it (or "protection not measured") plus a warning
+when a measured attacker still identifies more than half of the protected photos.
+Pure Python (no torch): the device runtime imports this module.
+
+Record (JSON)::
+
+    {"version": 1, "updated": "2026-11-29T03:00:00Z", "preset": null,
+     "entries": [{"attacker": "mobilefacenet", "protocol": "...", "data": "...",
+                  "acc_clean": 1.0, "acc_protected": 0.911, "dssim_mean": 0.0072, "dssim_max": 0.015,
+                  "queries": 281, "identities": 24, "date": "...", "command": "hyperobf ..."}]}
+
+An entry is keyed by (attacker, protocol, data): a new measurement replaces the old one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+RECORD_VERSION = 1
+FAILS_ABOVE = 0.5  # an attacker that still identifies more than this share: the photos are not protected
+_KEY = ("attacker", "protocol", "data")
+_NUMBERS = ("acc_clean", "acc_protected", "dssim_mean", "dssim_max")
+
+
+class RecordError(ValueError):
+    """A protection record that is not well formed (one-line reason)."""
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def entry(attacker: str, protocol: str, data: str, acc_clean: float, acc_protected: float, dssim_mean: float,
+          dssim_max: float, queries: int, identities: int, command: str, **extra: Any) -> dict:
+    """One measured attack. ``acc_*``: share of the attacker's queries it identifies correctly."""
+    e = {"attacker": attacker, "protocol": protocol, "data": data, "acc_clean": float(acc_clean),
+         "acc_protected": float(acc_protected), "dssim_mean": float(dssim_mean), "dssim_max": float(dssim_max),
+         "queries": int(queries), "identities": int(identities), "date": now(), "command": command}
+    e.update(extra)
+    return e
+
+
+def validate(record: Any) -> dict | None:
+    """The record if well formed, None for "not measured"; RecordError otherwise."""
+    if record is None:
+        return None
+    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
+        raise RecordError(f"protection record is not version {RECORD_VERSION}")
+    entries = record.get("entries")
+    if not isinstance(entries, list):
+        raise RecordError("protection record has no entry list")
+    for e in entries:
+        if not isinstance(e, dict) or any(not isinstance(e.get(k), str) for k in _KEY):
+            raise RecordError("protection record entry lacks attacker/protocol/data")
+        if any(not isinstance(e.get(k), (int, float)) for k in _NUMBERS):
+            raise RecordError(f"protection record entry for {e['attacker']} lacks its numbers")
+    return record
+
+
+def merge(record: dict | None, entries: list[dict], preset: str | None = None) -> dict:
+    """``record`` with ``entries`` added; an entry with the same (attacker, protocol, data) is replaced."""
+    old = list((validate(record) or {}).get("entries", []))
+    keys = {tuple(e[k] for k in _KEY) for e in entries}
+    kept = [e for e in old if tuple(e[k] for k in _KEY) not in keys]
+    out = {"version": RECORD_VERSION, "updated": now(), "preset": (record or {}).get("preset"),
+           "entries": kept + list(entries)}
+    if preset is not None:
+        out["preset"] = preset
+    return out
+
+
+def failing(record: dict | None) -> list[dict]:
+    """Entries whose attacker still identifies more than half of the protected photos."""
+    rec = validate(record)
+    return [e for e in (rec or {}).get("entries", []) if e["acc_protected"] > FAILS_ABOVE]
+
+
+def status_line(record: dict | None) -> str:
+    """One line for the user: the measured numbers, or that nothing was measured."""
+    rec = validate(record)
+    if not rec or not rec["entries"]:
+        return ("protection not measured: nobody has attacked the HyperNet behind this model, "
+                "so there is no evidence that it protects")
+    parts = [f"{e['attacker']} identifies {e['acc_clean']:.2f} -> {e['acc_protected']:.2f} "
+             f"({e['data']}, {e['protocol']}; DSSIM {e['dssim_mean']:.4f}, max {e['dssim_max']:.4f})"
+             for e in rec["entries"]]
+    when = max(e["date"] for e in rec["entries"])[:10]
+    preset = f" [preset {rec['preset']}]" if rec.get("preset") else ""
+    return f"protection measured {when}{preset}: " + "; ".join(parts)
+
+
+def warning_line(record: dict | None) -> str | None:
+    """A warning when any measured attacker identifies more than half of the protected photos."""
+    bad = failing(record)
+    if not bad:
+        return None
+    names = ", ".join(f"{e['attacker']} {e['acc_protected']:.2f}" for e in bad)
+    return (f"warning: these photos are NOT protected against every measured attacker: {names} of the "
+            f"protected photos are still identified (more than {FAILS_ABOVE:.0%})")
