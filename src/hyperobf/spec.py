@@ -10,8 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
-SPEC_FORMAT = 1
+# Format 1: plain chains (A, B, C, D, tiny). Format 2: some layer has a skip input (``concat``).
+# A spec is written in the lowest format that expresses it, so every format-1 spec's JSON (and the
+# digest baked into models already issued) is unchanged, and an older build that reads only format 1
+# refuses a skip-connection spec with a one-line "unsupported spec_format 2" instead of a TypeError.
+SPEC_FORMAT = 2  # the newest format this build reads and writes
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,11 @@ class LayerSpec:
 
     ``upsample`` > 1 means nearest-neighbour upsampling by that factor *before* the conv
     (used by decoder-style structures); ``stride`` > 1 downsamples.
+
+    ``concat`` names an earlier layer whose (activated) output is concatenated on the channel
+    axis after the upsampling, before the conv: input = [previous output (upsampled), concat
+    output], so ``in_ch`` counts both. None (the default) is a plain chain link and is left out
+    of the serialised spec.
     """
 
     name: str
@@ -29,6 +39,7 @@ class LayerSpec:
     stride: int = 1
     upsample: int = 1
     act: str = "relu"  # "relu" | "none"
+    concat: str | None = None  # skip input: an earlier layer's name
 
     @property
     def padding(self) -> int:
@@ -41,6 +52,12 @@ class LayerSpec:
     @property
     def bias_shape(self) -> tuple[int]:
         return (self.out_ch,)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["concat"] is None:  # keeps format-1 JSON byte-identical to before skips existed
+            del d["concat"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -60,29 +77,51 @@ class MaskNetSpec:
     def __post_init__(self) -> None:
         if not self.layers:
             raise ValueError("MaskNetSpec needs at least one layer")
-        ch = self.in_channels
-        names = set()
-        for layer in self.layers:
-            if layer.in_ch != ch:
-                raise ValueError(f"layer {layer.name}: in_ch {layer.in_ch} != previous out_ch {ch}")
+        if not 0 < self.rho_pixel <= 1:
+            raise ValueError("rho_pixel must be in (0, 1]")
+        ch, scale = self.in_channels, Fraction(1)  # previous output's channels and size / input size
+        seen: dict[str, tuple[int, Fraction]] = {}  # earlier layer -> (out_ch, output scale)
+        for i, layer in enumerate(self.layers):
+            if layer.name in seen:
+                raise ValueError(f"duplicate layer name {layer.name!r}")
             if layer.act not in ("relu", "none"):
                 raise ValueError(f"layer {layer.name}: unknown activation {layer.act!r}")
-            if layer.name in names:
-                raise ValueError(f"duplicate layer name {layer.name!r}")
-            names.add(layer.name)
+            if layer.kernel < 1 or layer.stride < 1 or layer.upsample < 1 or layer.out_ch < 1:
+                raise ValueError(f"layer {layer.name}: kernel, stride, upsample and out_ch must be >= 1")
+            scale *= layer.upsample
+            want = ch
+            if layer.concat is not None:
+                src = seen.get(layer.concat)
+                if src is None:
+                    raise ValueError(f"layer {layer.name}: concat {layer.concat!r} is not an earlier layer")
+                if layer.concat == self.layers[i - 1].name:
+                    raise ValueError(f"layer {layer.name}: concat {layer.concat!r} is already its input")
+                if src[1] != scale:
+                    raise ValueError(f"layer {layer.name}: concat {layer.concat!r} is at {src[1]} of the input size, "
+                                     f"its input at {scale} (skip resolution mismatch)")
+                want += src[0]
+            if layer.in_ch != want:
+                extra = f" + concat {layer.concat}'s out_ch" if layer.concat else ""
+                raise ValueError(f"layer {layer.name}: in_ch {layer.in_ch} != previous out_ch {ch}{extra} (= {want})")
+            scale /= layer.stride
             ch = layer.out_ch
+            seen[layer.name] = (ch, scale)
         if ch != self.in_channels:
             raise ValueError(f"last layer must output {self.in_channels} channels, got {ch}")
         if self.layers[-1].act != "none":
             raise ValueError("last layer must have act='none' (tanh is applied by the MaskNet)")
-        if not 0 < self.rho_pixel <= 1:
-            raise ValueError("rho_pixel must be in (0, 1]")
-        up = down = 1
-        for layer in self.layers:
-            up *= layer.upsample
-            down *= layer.stride
-        if up != down:
+        if scale != 1:
             raise ValueError("strides and upsampling must cancel (output size == input size)")
+
+    @property
+    def spec_format(self) -> int:
+        """1 for plain chains, 2 when a layer has a skip input (see SPEC_FORMAT)."""
+        return 2 if any(layer.concat for layer in self.layers) else 1
+
+    @property
+    def skip_sources(self) -> frozenset[str]:
+        """Names of the layers whose outputs a later layer concatenates (kept alive in a forward pass)."""
+        return frozenset(layer.concat for layer in self.layers if layer.concat)
 
     # --- parameters -------------------------------------------------------------
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -112,8 +151,8 @@ class MaskNetSpec:
     # --- serialisation ----------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["layers"] = [asdict(l) for l in self.layers]
-        d["spec_format"] = SPEC_FORMAT
+        d["layers"] = [l.to_dict() for l in self.layers]
+        d["spec_format"] = self.spec_format
         return d
 
     def to_json(self) -> str:
@@ -123,11 +162,14 @@ class MaskNetSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "MaskNetSpec":
         d = dict(d)
-        fmt = d.pop("spec_format", SPEC_FORMAT)
-        if fmt != SPEC_FORMAT:
-            raise ValueError(f"unsupported spec_format {fmt} (this build reads {SPEC_FORMAT})")
+        fmt = d.pop("spec_format", 1)
+        if fmt not in range(1, SPEC_FORMAT + 1):
+            raise ValueError(f"unsupported spec_format {fmt} (this build reads 1 to {SPEC_FORMAT})")
         layers = tuple(LayerSpec(**l) for l in d.pop("layers"))
-        return cls(layers=layers, **d)
+        spec = cls(layers=layers, **d)
+        if spec.spec_format != fmt:  # one canonical JSON per spec, so one digest
+            raise ValueError(f"spec_format {fmt} does not match its layers (needs {spec.spec_format})")
+        return spec
 
     @classmethod
     def from_json(cls, text: str) -> "MaskNetSpec":
@@ -171,8 +213,30 @@ def _encoder_decoder(name: str, rho_pixel: float) -> MaskNetSpec:
     )
 
 
+def _unet(name: str, rho_pixel: float, c1: int, c2: int, c3: int, d2: int, d1: int) -> MaskNetSpec:
+    # Encoder-decoder with skip connections (U-Net-like), fully convolutional. Shapes at 112²:
+    #   enc1 (c1, 112²) -> enc2 (c2, 56²) -> enc3 (c3, 28²) -> mid (c3, 28²)
+    #   dec2: up x2 (c3, 56²) ++ enc2 -> (d2, 56²);  dec1: up x2 (d2, 112²) ++ enc1 -> (d1, 112²)
+    #   proj (3, 112²). The widest layers sit at 28², where a parameter costs 1/16 of the FLOPs
+    #   it would at full resolution; the skips carry the full-resolution detail back to the output.
+    return MaskNetSpec(
+        name=name,
+        rho_pixel=rho_pixel,
+        layers=(
+            LayerSpec("enc1", 3, c1, 3),
+            LayerSpec("enc2", c1, c2, 3, stride=2),
+            LayerSpec("enc3", c2, c3, 3, stride=2),
+            LayerSpec("mid", c3, c3, 3),
+            LayerSpec("dec2", c3 + c2, d2, 3, upsample=2, concat="enc2"),
+            LayerSpec("dec1", d2 + c1, d1, 3, upsample=2, concat="enc1"),
+            LayerSpec("proj", d1, 3, 1, act="none"),
+        ),
+    )
+
+
 def builtin_spec(name: str, rho_pixel: float = 0.03) -> MaskNetSpec:
-    """Named structures: A, B, C (thesis §5.4.3), D (encoder-decoder), tiny (tests/CI)."""
+    """Named structures: A, B, C (thesis §5.4.3), D (encoder-decoder), U and U-small (encoder-decoder
+    with skip connections, ~0.94 / ~0.47 GFLOP per 112² face), tiny (tests/CI)."""
     key = name.upper()
     if key == "A":
         return _thesis_structure("A", 16, 32, 256, rho_pixel)
@@ -182,9 +246,42 @@ def builtin_spec(name: str, rho_pixel: float = 0.03) -> MaskNetSpec:
         return _thesis_structure("C", 32, 32, 256, rho_pixel)
     if key == "D":
         return _encoder_decoder("D", rho_pixel)
+    if key == "U":
+        return _unet("U", rho_pixel, c1=16, c2=64, c3=128, d2=32, d1=16)
+    if key == "U-SMALL":
+        return _unet("U-small", rho_pixel, c1=16, c2=32, c3=64, d2=32, d1=16)
     if key == "TINY":
         return _thesis_structure("tiny", 4, 8, 16, rho_pixel)
     raise ValueError(f"unknown MaskNet structure {name!r}; choose one of {', '.join(BUILTIN)}")
 
 
-BUILTIN = ("A", "B", "C", "D", "tiny")
+BUILTIN = ("A", "B", "C", "D", "U", "U-small", "tiny")
+
+
+# --- cost ---------------------------------------------------------------------------------------
+
+def layer_output_sizes(spec: MaskNetSpec, height: int | None = None, width: int | None = None) -> list[tuple[int, int]]:
+    """(H, W) of each layer's output for an input of height x width (default input_size²),
+    following the convs' arithmetic: upsample first, then floor((s + 2p - k) / stride) + 1."""
+    h = height or spec.input_size
+    w = width or spec.input_size
+    out = []
+    for layer in spec.layers:
+        h, w = h * layer.upsample, w * layer.upsample
+        p, k, st = layer.padding, layer.kernel, layer.stride
+        h, w = (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1
+        out.append((h, w))
+    return out
+
+
+def flops(spec: MaskNetSpec, height: int | None = None, width: int | None = None) -> int:
+    """Floating-point operations of one forward pass on one image (default input_size²).
+
+    Counts each conv's multiply-adds twice (out_h·out_w·out_ch·in_ch·k², ×2), which is what the
+    cost is made of: biases, ReLU, nearest upsampling, concatenation, tanh and the clip add
+    O(pixels·channels) and are left out (< 1% for every builtin structure).
+    """
+    total = 0
+    for layer, (h, w) in zip(spec.layers, layer_output_sizes(spec, height, width)):
+        total += 2 * h * w * layer.out_ch * layer.in_ch * layer.kernel * layer.kernel
+    return total

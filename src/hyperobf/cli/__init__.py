@@ -16,6 +16,7 @@ from .protect_cmd import protect
 from .export_cmd import export
 from .psp_cmds import demo
 from .serve_cmd import serve
+from .structures_cmd import structures
 from .train_cmd import protection_check, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -25,6 +26,7 @@ app.command()(export)
 app.command()(protect)
 app.command()(demo)
 app.command("protection-check")(protection_check)
+app.command()(structures)
 
 from .eval_cmd import eval_app  # noqa: E402  (evaluation harness, issue 6)
 

@@ -1,8 +1,10 @@
 """Build the MaskNet ONNX graph straight from the spec (no tracing), so the graph and the
 spec cannot drift apart. Per user only the initializers change.
 
-Graph (fp32): image (N,3,H,W) -> [Resize] -> Conv -> Relu ... -> Conv -> Tanh -> Mul(ρ_pixel) = delta
+Graph (fp32): image (N,3,H,W) -> [Resize] -> [Concat(skip)] -> Conv -> Relu ... -> Conv -> Tanh -> Mul(ρ_pixel) = delta
               protected = Clip(image + delta, 0, 1)
+A layer with a skip input (``concat``) concatenates the named earlier layer's (activated) output
+after its own input on the channel axis (Concat axis=1), as models.masknet does.
 fp16: image is cast to float16, the conv chain runs on float16 weights, delta is cast back to
       float32 and protected is formed in float32 (inputs and outputs stay float32).
 int8: each conv weight is int8 + per-output-channel scale, DequantizeLinear(axis=0) -> Conv;
@@ -65,6 +67,7 @@ def build_onnx_stored(spec: MaskNetSpec, stored: dict[str, np.ndarray], shape: s
     if precision == "fp16":
         node("Cast", [h], ["image_fp16"], to=TensorProto.FLOAT16)
         h = "image_fp16"
+    outputs: dict[str, str] = {}  # layer name -> graph name of its (activated) output, for skips
     for layer in spec.layers:
         if layer.upsample > 1:
             scales = f"{layer.name}.scales"  # Resize scales are float32 whatever the data type
@@ -76,6 +79,9 @@ def build_onnx_stored(spec: MaskNetSpec, stored: dict[str, np.ndarray], shape: s
             node("Resize", [h, "roi", scales], [f"{layer.name}.up"], mode="nearest",
                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
             h = f"{layer.name}.up"
+        if layer.concat:
+            node("Concat", [h, outputs[layer.concat]], [f"{layer.name}.cat"], axis=1)  # (N, in_ch, h, w)
+            h = f"{layer.name}.cat"
         w, b = f"{layer.name}.weight", f"{layer.name}.bias"
         if precision == "int8":
             inits.append(numpy_helper.from_array(np.zeros(layer.out_ch, np.int8), f"{w}_zp"))
@@ -87,6 +93,7 @@ def build_onnx_stored(spec: MaskNetSpec, stored: dict[str, np.ndarray], shape: s
         if layer.act == "relu":
             node("Relu", [h], [f"{layer.name}.relu"])
             h = f"{layer.name}.relu"
+        outputs[layer.name] = h
     np_fdt = np.float16 if precision == "fp16" else np.float32
     inits += [numpy_helper.from_array(np.array(spec.rho_pixel, np_fdt), "rho_pixel"),
               numpy_helper.from_array(np.array(0.0, np.float32), "zero"),

@@ -23,6 +23,14 @@ def _pre(h: torch.Tensor, layer: LayerSpec) -> torch.Tensor:
     return F.interpolate(h, scale_factor=layer.upsample, mode="nearest") if layer.upsample > 1 else h
 
 
+def cat_groups(h: torch.Tensor, skip: torch.Tensor, n: int) -> torch.Tensor:
+    """Concatenate per conv group: h (b, n*C1, H, W), skip (b, n*C2, H, W) -> (b, n*(C1+C2), H, W),
+    group i = [h_i, skip_i], the channel order of one net's [input, skip] (its weights' in_ch)."""
+    b, _, hgt, wid = h.shape
+    both = torch.cat([h.reshape(b, n, -1, hgt, wid), skip.reshape(b, n, -1, hgt, wid)], dim=2)
+    return both.reshape(b, -1, hgt, wid)
+
+
 class MaskNet(nn.Module):
     """Reference MaskNet. forward(x: (B,3,H,W) in [0,1]) -> protected image, same shape."""
 
@@ -36,10 +44,16 @@ class MaskNet(nn.Module):
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         h = x
+        kept: dict[str, torch.Tensor] = {}  # skip sources' outputs, (B, out_ch, h, w) each
         for layer in self.spec.layers:
-            h = _act(getattr(self, layer.name)(_pre(h, layer)), layer)
+            h = _pre(h, layer)
+            if layer.concat:
+                h = torch.cat([h, kept[layer.concat]], dim=1)  # (B, in_ch, h, w)
+            h = _act(getattr(self, layer.name)(h), layer)
             if self.dropout > 0 and layer.act == "relu":
                 h = F.dropout(h, self.dropout, self.training)
+            if layer.name in self.spec.skip_sources:
+                kept[layer.name] = h
         return self.spec.rho_pixel * torch.tanh(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,10 +68,16 @@ def delta_batched(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.T
     """
     n, b, c, hgt, wid = x.shape
     h = x.permute(1, 0, 2, 3, 4).reshape(b, n * c, hgt, wid)
+    kept: dict[str, torch.Tensor] = {}  # skip sources' outputs, (b, n*out_ch, h, w) each
     for layer in spec.layers:
         w = params[f"{layer.name}.weight"].reshape(n * layer.out_ch, layer.in_ch, layer.kernel, layer.kernel)
         bias = params[f"{layer.name}.bias"].reshape(n * layer.out_ch)
-        h = _act(F.conv2d(_pre(h, layer), w, bias, layer.stride, layer.padding, groups=n), layer)
+        h = _pre(h, layer)
+        if layer.concat:
+            h = cat_groups(h, kept[layer.concat], n)  # (b, n*in_ch, h, w)
+        h = _act(F.conv2d(h, w, bias, layer.stride, layer.padding, groups=n), layer)
+        if layer.name in spec.skip_sources:
+            kept[layer.name] = h
     h = h.reshape(b, n, c, hgt, wid).permute(1, 0, 2, 3, 4)
     return spec.rho_pixel * torch.tanh(h)
 

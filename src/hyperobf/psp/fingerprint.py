@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.masknet import cat_groups
 from ..spec import MaskNetSpec
 
 PROBE_SEED = 0x5EED_0B5F
@@ -69,15 +70,20 @@ class Fingerprinter:
         b, c, hgt, wid = self.probe.shape
         cl = torch.channels_last
         h = self.probe.repeat(1, n, 1, 1).contiguous(memory_format=cl)  # (b, n*3, S, S): net i's copy in group i
+        kept: dict[str, torch.Tensor] = {}  # skip sources' outputs (b, n*out_ch, s, s)
         for layer in spec.layers:
             if layer.upsample > 1:
                 h = F.interpolate(h, scale_factor=layer.upsample, mode="nearest")
+            if layer.concat:  # per group [input_i, skip_i], as one net's weights expect
+                h = cat_groups(h, kept[layer.concat], n).contiguous(memory_format=cl)
             w = params[f"{layer.name}.weight"].to(self.device, torch.float32)
             w = w.reshape(n * layer.out_ch, layer.in_ch, layer.kernel, layer.kernel).contiguous(memory_format=cl)
             bias = params[f"{layer.name}.bias"].to(self.device, torch.float32).reshape(n * layer.out_ch)
             h = F.conv2d(h, w, bias, layer.stride, layer.padding, groups=n)
             if layer.act == "relu":
                 h = F.relu(h, inplace=True)  # (b, n*out_ch, S, S): large, memory-bound
+            if layer.name in spec.skip_sources:
+                kept[layer.name] = h
         delta = torch.tanh(h).reshape(b, n, c, hgt, wid).transpose(0, 1)  # (n, b, 3, S, S), δ / ρ_pixel
         return delta.reshape(n, -1)
 
