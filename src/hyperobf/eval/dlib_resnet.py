@@ -110,11 +110,15 @@ class DlibResNet(nn.Module):
         x = self.blocks(x)
         return x.mean((2, 3)) @ self.fc
 
-    @torch.no_grad()
-    def embed(self, x01: torch.Tensor) -> torch.Tensor:
-        """x01: (B, 3, H, W) in [0, 1] (our 112x112 faces) -> (B, 128) unit vectors."""
+    def embed_differentiable(self, x01: torch.Tensor) -> torch.Tensor:
+        """x01: (B, 3, H, W) in [0, 1] (our 112x112 faces) -> (B, 128) unit vectors, with gradients to x01."""
         x = F.interpolate(x01 * 255.0, size=(150, 150), mode="bilinear", align_corners=False)
         return F.normalize(self(x), dim=1)
+
+    @torch.no_grad()
+    def embed(self, x01: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed_differentiable` without gradients (the attacker's use)."""
+        return self.embed_differentiable(x01)
 
 
 def load_dlib_resnet(folder: str | Path) -> DlibResNet:
