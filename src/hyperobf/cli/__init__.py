@@ -18,9 +18,13 @@ from .psp_cmds import demo
 from .serve_cmd import serve
 from .structures_cmd import structures
 from .train_cmd import protection_check, train
+from .usage import HELP_OPTIONS, flag_given_a_value, root_options, show_flags_as_flags
 
+show_flags_as_flags()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings=HELP_OPTIONS,
                   help="HyperObf: per-user face-cloaking MaskNets (PSP training/export, on-device protection).")
+app.callback()(root_options)
 app.command()(train)
 app.command()(export)
 app.command()(protect)
@@ -36,6 +40,10 @@ app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
+    bad = flag_given_a_value(typer.main.get_command(app), sys.argv[1:])
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        sys.exit(2)
     try:
         app()
     except KeyboardInterrupt:

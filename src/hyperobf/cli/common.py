@@ -29,9 +29,10 @@ def errors_as_one_line(*kinds: type[BaseException]) -> Iterator[None]:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def progress_bar(disable: bool = False) -> Progress:
+def progress_bar(disable: bool = False, console: Console | None = None) -> Progress:
+    """A bar on ``console`` (default: stderr); print other lines through the same console so they never tear it."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=disable, transient=False, console=Console(stderr=True))
+                    disable=disable, transient=False, console=console or Console(stderr=True))
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -6,8 +6,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 from .common import errors_as_one_line, fail, progress_bar
+
+
+def result_lines(r, verbose: bool = False) -> list[str]:  # noqa: ANN001  (a device_runtime FileResult)
+    """One line per event of a file: its outcome, then one per note; files named relative to their input root."""
+    if r.status == "protected":
+        what = f"{r.mode}, {r.faces} face(s)" if r.faces or r.mode == "face" else r.mode
+        line = f"protected: {r.label} -> {r.dst_label}  ({what})"
+        if verbose and r.timings:
+            line += "  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in r.timings.items())
+    else:
+        line = f"{'error' if r.status == 'failed' else 'skipped'}: {r.label}: {r.message}"
+    return [line] + [f"note: {r.label}: {note}" for note in r.notes]
 
 
 def protect(
@@ -26,10 +39,14 @@ def protect(
     provider: Annotated[Optional[list[str]], typer.Option("--provider", help="Execution provider: cpu (default), cuda, coreml; repeat to list fallbacks.")] = None,
     work_size: Annotated[Optional[int], typer.Option(min=8, help="Whole mode without detected faces: shorter side (px) at which δ is computed (default 192).")] = None,
     max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images above this many pixels (default 89478485, Pillow's bomb limit).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each file's time per stage.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (atomically, e.g. after a new MaskNet); inputs are never written.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add each file's time per stage to its line.")] = False,
 ) -> None:
-    """Protect photos with a user's MaskNet; writes <name>_protected.<ext>, never overwrites inputs."""
-    from ..device_runtime.batch import FAILED, PROTECTED, WriteOptions, protect_files, summary
+    """Protect photos with a user's MaskNet; writes <name>_protected.<ext>, never overwrites inputs.
+
+    One line per file (path relative to the folder given) and the summary, all on standard output.
+    """
+    from ..device_runtime.batch import FAILED, WriteOptions, protect_files, summary
     from ..device_runtime.detect import DetectorError, FaceDetector
     from ..device_runtime.files import DEFAULT_MAX_PIXELS
     from ..device_runtime.model import ModelError, load_model
@@ -38,39 +55,33 @@ def protect(
     from ..protection import status_line, warning_line
 
     with errors_as_one_line(ValueError):
-        write = WriteOptions(out, fmt, quality, keep_metadata, max_pixels or DEFAULT_MAX_PIXELS)
+        write = WriteOptions(out, fmt, quality, keep_metadata, max_pixels or DEFAULT_MAX_PIXELS, overwrite)
         options = ProtectOptions(mode=mode, no_face=no_face, work_size=work_size)
         session = SessionConfig(threads=threads, providers=tuple(provider or ("cpu",)))
     if options.mode == "face" and detector is None:
         fail("--mode face needs a face detector (--detector)")
+    console = Console(highlight=False, emoji=False, soft_wrap=True)  # stdout; with markup=False a path prints as it is
     for p in session.missing_providers():
-        print(f"note: execution provider {p!r} is not available here; using {', '.join(session.resolved_providers())}")
+        console.print(f"note: execution provider {p!r} is not available here; using "
+                      f"{', '.join(session.resolved_providers())}", markup=False)
     with errors_as_one_line(ModelError, DetectorError):
         net = load_model(model, manifest=manifest, config=session)
         det = FaceDetector(detector, session) if detector is not None else None
 
-    with progress_bar() as bar:
+    # The bar shares the lines' console (stdout) so they never tear it, and is off when stdout is not a terminal.
+    with progress_bar(disable=not console.is_terminal, console=console) as bar:
         task = bar.add_task("protecting", total=None)
 
         def on_result(r) -> None:
             bar.advance(task)
-            if r.status == PROTECTED:
-                what = f"{r.mode}, {r.faces} face(s)" if r.faces or r.mode == "face" else r.mode
-                bar.console.print(f"{r.src} -> {r.dst}  ({what})")
-            elif r.status == FAILED:
-                bar.console.print(f"error: {r.message}")
-            else:
-                bar.console.print(f"skipped: {r.message}")
-            for note in r.notes:
-                bar.console.print(f"note: {r.src.name}: {note}")
-            if verbose and r.timings:
-                bar.console.print("  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in r.timings.items()))
+            for line in result_lines(r, verbose):
+                console.print(line, markup=False)
 
         results = protect_files(inputs, net, detector=det, options=options, write=write, recursive=recursive,
                                 on_start=lambda n: bar.update(task, total=n), on_result=on_result)
     if not results:
         fail("no input images found")
-    print(summary(results))
+    console.print(summary(results), markup=False)
     print(status_line(net.protection))  # what was measured of this net's protection, or that nothing was
     warn = warning_line(net.protection)
     if warn:

@@ -2,10 +2,12 @@
 
 A batch never stops on a bad file: each file ends as protected, skipped (already protected,
 output exists, or no face with ``no_face="skip"``) or failed, with a one-line message.
+``WriteOptions.overwrite`` replaces existing outputs (atomically); inputs are never written to.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +29,17 @@ class FileResult:
     src: Path
     dst: Path | None
     status: str  # protected | skipped | failed
-    message: str = ""  # one line: why skipped / failed
+    message: str = ""  # one line: why skipped / failed (the file is named by ``label``)
     mode: str = ""  # face | whole
     faces: int = 0
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, decode..encode
+    label: str = ""  # src as shown to the user: relative to the folder it was found under, else as given
+    dst_label: str = ""  # dst relative to the output root (--out, else that folder), else as built
+
+    def __post_init__(self) -> None:
+        self.label = self.label or str(self.src)
+        self.dst_label = self.dst_label or (str(self.dst) if self.dst is not None else "")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class WriteOptions:
     quality: int = 95  # JPEG / WebP
     keep_metadata: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    overwrite: bool = False  # replace existing outputs (atomic rename); inputs are still never written
 
     def __post_init__(self) -> None:
         if self.fmt is not None and self.fmt.lower() not in FORMATS:
@@ -69,18 +78,18 @@ def protect_file(src: Path, dst: Path, model: MaskNetModel, detector: FaceDetect
         t = time.perf_counter()
         fmt = FORMATS[dst.suffix.lstrip(".").lower()]
         params = save_params(fmt, loaded.exif, loaded.info, px.icc_profile, write.keep_metadata)
-        save_atomic(res.image, dst, write.quality, **params)
+        save_atomic(res.image, dst, write.quality, overwrite=write.overwrite, **params)
         timings["encode"] = time.perf_counter() - t
         return FileResult(src, dst, PROTECTED, "", res.mode, res.faces, notes, timings)
-    except OutputExists as e:
-        return FileResult(src, dst, SKIPPED, str(e))
+    except OutputExists:
+        return FileResult(src, dst, SKIPPED, "output exists, not overwritten (--overwrite replaces it)")
     except InputError as e:
-        return FileResult(src, None, FAILED, str(e))
+        return FileResult(src, None, FAILED, e.reason)
     except MemoryError:
-        return FileResult(src, None, FAILED, f"{src.name}: out of memory")
+        return FileResult(src, None, FAILED, "out of memory")
     except Exception as e:  # a batch carries on: any other failure is reported on one line
         first = str(e).splitlines()[0] if str(e) else ""
-        return FileResult(src, None, FAILED, f"{src.name}: {type(e).__name__}: {first}".rstrip(": "))
+        return FileResult(src, None, FAILED, f"{type(e).__name__}: {first}".rstrip(": "))
 
 
 def protect_files(paths: Iterable[str | Path], model: MaskNetModel, *, detector: FaceDetector | None = None,
@@ -90,29 +99,49 @@ def protect_files(paths: Iterable[str | Path], model: MaskNetModel, *, detector:
     """Protect files and folders (``recursive``: sub-folders too) -> one result per input file.
 
     Outputs go beside each input, or into ``write.out_dir`` mirroring the sub-folders of a
-    given folder. Inputs named ``*_protected.*`` and existing outputs are skipped.
-    ``on_start(n_files)`` and ``on_result(result)`` drive a progress display.
+    given folder. Inputs named ``*_protected.*`` are skipped, and so are existing outputs unless
+    ``write.overwrite``; two inputs with one output name (a.jpg, a.png -> a_protected.png):
+    the second is skipped. ``on_start(n_files)`` and ``on_result(result)`` drive a progress display.
     """
     write = write or WriteOptions()
     items = collect_inputs([Path(p) for p in paths], recursive)
     if on_start:
         on_start(len(items))
     results = []
+    written: dict[Path, str] = {}  # outputs of this batch -> the input that made them
     fmt = write.fmt.lower() if write.fmt else None
     for src, root in items:
         dst = output_path(src, write.out_dir, fmt, root)
+        key = Path(os.path.abspath(dst))
         if is_protected_name(src):
-            r = FileResult(src, None, SKIPPED, f"{src.name}: already protected")
-        elif dst.exists():
-            r = FileResult(src, dst, SKIPPED, f"{dst.name}: exists, not overwritten")
+            r = FileResult(src, None, SKIPPED, "already protected")
+        elif key in written:
+            r = FileResult(src, dst, SKIPPED, f"same output as {written[key]}, not overwritten")
         elif src.exists() and src.resolve() == dst.resolve():  # unreachable by naming; a last guard
-            r = FileResult(src, None, FAILED, f"{src.name}: output would overwrite the input")
+            r = FileResult(src, None, FAILED, "output would overwrite the input")
+        elif (dst.exists() or dst.is_symlink()) and not write.overwrite:
+            r = FileResult(src, dst, SKIPPED, "output exists, not overwritten (--overwrite replaces it)")
         else:
             r = protect_file(src, dst, model, detector, options, write)
+        r.label = _shown(src, root)
+        if r.dst is not None:
+            r.dst_label = _shown(r.dst, write.out_dir or root)
+        if r.status == PROTECTED:
+            written[key] = r.label
         results.append(r)
         if on_result:
             on_result(r)
     return results
+
+
+def _shown(path: Path, base: Path | None) -> str:
+    """``path`` relative to ``base`` when it lies under it, else as built."""
+    if base is not None:
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return str(path)
 
 
 def summary(results: list[FileResult]) -> str:

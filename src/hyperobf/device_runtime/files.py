@@ -9,7 +9,9 @@ as a still image, and the caller is told so.
 
 Writing: outputs are ``<name>_protected.<ext>``, encoded to a hidden temp file in the
 destination folder and then hard-linked into place, which fails rather than overwrite a file
-that appeared meanwhile; inputs are never written to.
+that appeared meanwhile (with ``overwrite``: renamed over it, an atomic replace); inputs are
+never written to. The temp file gets the mode a plain ``open()`` would give the output: 0666
+less the umask, or an overwritten file's own mode (``mkstemp`` alone would leave it 0600).
 """
 
 from __future__ import annotations
@@ -33,15 +35,20 @@ FALLBACK_EXT = {".heic": "jpg", ".heif": "jpg", ".avif": "jpg"}
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 _limit_lock = threading.Lock()
+_umask_lock = threading.Lock()
 _plugins_registered = False
 
 
 class InputError(ValueError):
-    """An input image we cannot protect (one-line reason)."""
+    """An input image we cannot protect: ``str()`` is "name: reason", ``reason`` the one-line reason alone."""
+
+    def __init__(self, name: str, reason: str | None = None) -> None:
+        super().__init__(name if reason is None else f"{name}: {reason}")
+        self.reason = name if reason is None else reason
 
 
 class OutputExists(FileExistsError):
-    """The output file exists already; it is never overwritten."""
+    """The output file exists already and overwriting was not asked for."""
 
 
 @dataclass
@@ -114,7 +121,7 @@ def _header_only_open():
 
 
 def _too_large(name: str, w: int, h: int, max_pixels: int) -> InputError:
-    return InputError(f"{name}: image too large ({w}×{h} = {w * h / 1e6:.0f} MP; the limit is "
+    return InputError(name, f"image too large ({w}×{h} = {w * h / 1e6:.0f} MP; the limit is "
                       f"{max_pixels / 1e6:.1f} MP, raise it with --max-pixels)")
 
 
@@ -130,9 +137,9 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
 def _open_image(path: Path, max_pixels: int) -> Loaded:
     try:
         if path.is_dir():
-            raise InputError(f"{path}: is a folder")
+            raise InputError(str(path), "is a folder")
         if path.stat().st_size == 0:
-            raise InputError(f"{path.name}: empty file")
+            raise InputError(path.name, "empty file")
         with _header_only_open():
             im = Image.open(path)  # reads the header only
         with im:
@@ -140,7 +147,7 @@ def _open_image(path: Path, max_pixels: int) -> Loaded:
             if w * h > max_pixels:  # header only: nothing decoded yet
                 raise _too_large(path.name, w, h, max_pixels)
             if w < 1 or h < 1:
-                raise InputError(f"{path.name}: image has no pixels ({w}×{h})")
+                raise InputError(path.name, f"image has no pixels ({w}×{h})")
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 im.seek(0)
@@ -153,18 +160,18 @@ def _open_image(path: Path, max_pixels: int) -> Loaded:
     except InputError:
         raise
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(str(path), "no such file") from None
     except Image.DecompressionBombError:
-        raise InputError(f"{path.name}: image too large (over {max_pixels / 1e6:.1f} MP, a possible "
+        raise InputError(path.name, f"image too large (over {max_pixels / 1e6:.1f} MP, a possible "
                          f"decompression bomb; raise the limit with --max-pixels)") from None
     except UnidentifiedImageError:
-        raise InputError(f"{path.name}: not an image Pillow can read") from None
+        raise InputError(path.name, "not an image Pillow can read") from None
     except MemoryError:
-        raise InputError(f"{path.name}: out of memory while decoding") from None
+        raise InputError(path.name, "out of memory while decoding") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as e:
         # Pillow's decoders raise all of these on corrupt data.
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path.name}: unreadable or truncated image ({first})") from None
+        raise InputError(path.name, f"unreadable or truncated image ({first})") from None
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
@@ -176,8 +183,36 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _publish(tmp: Path, dst: Path) -> None:
-    """Move a finished temp file to ``dst`` without ever replacing an existing file."""
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc says it (Linux); elsewhere set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def _output_mode(dst: Path, overwrite: bool) -> int:
+    """What ``open(dst, "wb")`` would leave: an existing file keeps its mode, a new one gets 0o666 & ~umask."""
+    if overwrite:
+        try:
+            return dst.stat().st_mode & 0o7777
+        except OSError:
+            pass
+    return 0o666 & ~current_umask()
+
+
+def _publish(tmp: Path, dst: Path, overwrite: bool = False) -> None:
+    """Move a finished temp file to ``dst``: never replacing an existing file, or (``overwrite``) atomically."""
+    if overwrite:
+        os.replace(tmp, dst)  # atomic: readers see the old file or the new one, never a partial one
+        return
     try:
         os.link(tmp, dst)  # atomic, and fails if dst exists
     except FileExistsError:
@@ -192,8 +227,11 @@ def _publish(tmp: Path, dst: Path) -> None:
     tmp.unlink()
 
 
-def save_atomic(img: Image.Image, dst: Path, quality: int = 95, **params) -> None:
-    """Encode to a temp file beside ``dst``, then publish; nothing partial is ever left behind."""
+def save_atomic(img: Image.Image, dst: Path, quality: int = 95, overwrite: bool = False, **params) -> None:
+    """Encode to a temp file beside ``dst``, then publish; nothing partial is ever left behind.
+
+    ``overwrite``: an existing ``dst`` is replaced atomically (OutputExists otherwise).
+    """
     fmt = FORMATS[dst.suffix.lstrip(".").lower()]
     if fmt == "JPEG":
         img = _flatten_alpha(img)
@@ -201,13 +239,17 @@ def save_atomic(img: Image.Image, dst: Path, quality: int = 95, **params) -> Non
     elif fmt == "WEBP":
         params.setdefault("quality", quality)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
+    if dst.is_dir():
+        raise InputError(str(dst), "output path is a folder")
+    if dst.exists() and not overwrite:
         raise OutputExists(f"{dst}: exists, not overwritten")
     fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     tmp = Path(name)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _output_mode(dst, overwrite))
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=fmt, **params)
-        _publish(tmp, dst)
+        _publish(tmp, dst, overwrite)
     finally:
         tmp.unlink(missing_ok=True)

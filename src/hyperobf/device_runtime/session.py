@@ -27,6 +27,13 @@ OPT_LEVELS = {
 }
 
 
+def available_providers() -> list[str]:
+    """Short names (cpu, cuda, ...) of the execution providers this onnxruntime build has; others by full name."""
+    short = {v: k for k, v in PROVIDERS.items()}
+    names = [short.get(p, p) for p in ort.get_available_providers()]
+    return sorted(names, key=lambda n: (n not in PROVIDERS, n))  # short names first
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """How to run a model. threads=0 lets onnxruntime choose (one per physical core)."""
@@ -42,6 +49,10 @@ class SessionConfig:
             raise ValueError(f"unknown optimization level {self.optimization!r}; choose {', '.join(OPT_LEVELS)}")
         if self.threads < 0:
             raise ValueError("threads must be >= 0")
+        known = set(PROVIDERS) | set(ort.get_all_providers())
+        for p in self.providers:
+            if p.lower() not in PROVIDERS and p not in known:
+                raise ValueError(f"unknown execution provider {p!r}; available here: {', '.join(available_providers())}")
 
     def resolved_providers(self) -> list[str]:
         """Requested providers that this onnxruntime build has, CPU always last as the fallback."""
