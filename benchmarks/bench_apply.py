@@ -12,6 +12,13 @@ Sections (rows of apply.json, printed as tables):
    align, perturb, upsample / map back, add, encode; face mode and whole-photo mode (with and
    without the detector), 1 and 2 threads. The net never sees the 12 MP image.
 
+With ``--structures A,U-small,U`` the script instead compares structures (section ``structures``):
+each structure's 112² net under onnxruntime (fixed fp32 .onnx as face mode runs it, dynamic fp32 /
+fp16 / int8 .onnx, fp32 .ort) at ``--threads`` (first value), rounds interleaved over structures so
+load hits them alike, beside onnxruntime's own sgemm on one 1024³ MatMul (the FLOP-rate ceiling);
+each row carries the structure's parameters, GFLOP (``spec.flops``) and the rate reached. Writes
+``apply_structures.json``, never ``apply.json``.
+
 Models: structure-A weights from a freshly initialised HyperNet (seeded): latency depends on
 shapes, not on trained weights. Statistic: median (and 10th percentile) of ``--repeats`` calls
 after warm-up (section 1: the best median of 5 interleaved rounds); each row stores the 1-minute load average (this machine's 2 cores are shared).
@@ -247,6 +254,77 @@ def bench_e2e(paths: dict[str, Path], detector_path: Path | None, threads_list: 
     return rows
 
 
+# --- 4. structures side by side (--structures) ---------------------------------------------------
+
+def _sgemm_session(n: int, threads: int):
+    """onnxruntime session of one n x n x n float32 MatMul: the kernel family its convs run on."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = threads, 1, 3
+    return ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
+
+
+def bench_structures(names: list[str], folder: Path, threads: int, repeats: int, rounds: int = 5) -> list[dict]:
+    """Best median (over interleaved rounds) of δ at 112² per (structure, variant), plus sgemm's rate."""
+    from hyperobf.device_runtime import SessionConfig, load_model
+    from hyperobf.spec import flops
+
+    x = np.random.default_rng(1).random((1, 3, 112, 112), dtype=np.float32)
+    cases: dict[tuple[str, str], tuple[object, dict]] = {}  # (structure, variant) -> (callable, row base)
+    for name in names:
+        sub = folder / name
+        sub.mkdir()
+        spec, _, paths, _ = make_models(name, sub)
+        base = {"structure": spec.name, "params": spec.num_params(), "gflop": flops(spec, 112, 112) / 1e9}
+        for key in ("onnx-fp32-fixed", "onnx-fp32-dynamic", "onnx-fp16-dynamic", "onnx-int8-dynamic", "ort-fp32-dynamic"):
+            if key in paths:
+                m = load_model(paths[key], config=SessionConfig(threads=threads))
+                cases[(spec.name, key)] = (lambda m=m: m.delta(x), base)
+    n = 1024
+    mm = _sgemm_session(n, threads)
+    ab = {k: np.random.default_rng(2).random((n, n), dtype=np.float32) for k in "ab"}
+    cases[("sgemm", f"MatMul {n}³")] = (lambda: mm.run(None, ab), {"structure": None, "params": None, "gflop": 2 * n**3 / 1e9})
+    medians: dict[tuple[str, str], list[float]] = {k: [] for k in cases}
+    best: dict[tuple[str, str], tuple[float, float]] = {}
+    for _ in range(rounds):
+        for key, (fn, base) in cases.items():
+            med, p10 = timeit(fn, max(3, repeats // 5) if key[0] == "sgemm" else repeats)
+            medians[key].append(round(med, 3))
+            if key not in best or med < best[key][0]:
+                best[key] = (med, p10)
+    peak = cases[("sgemm", f"MatMul {n}³")][1]["gflop"] / best[("sgemm", f"MatMul {n}³")][0] * 1e3  # GFLOP/s
+    rows = []
+    for key, (_, base) in cases.items():
+        ms, p10 = best[key]
+        rate = base["gflop"] / ms * 1e3
+        rows.append({"section": "structures", **base, "gflop": round(base["gflop"], 4), "variant": key[1], "size": 112,
+                     "threads": threads, "ms": round(ms, 3), "p10_ms": round(p10, 3), "round_medians_ms": medians[key],
+                     "gflop_per_s": round(rate, 1), "pct_of_sgemm": round(100 * rate / peak, 1), "load_1m": _load()})
+    return rows
+
+
+def main_structures(a: argparse.Namespace) -> int:
+    names = [s.strip() for s in a.structures.split(",") if s.strip()]
+    threads = int(a.threads.split(",")[0])
+    load_start = _load()
+    with tempfile.TemporaryDirectory(prefix="bench-structures-") as tmp:
+        rows = bench_structures(names, Path(tmp), threads, 5 if a.quick else a.repeats, 1 if a.quick else 5)
+    print_table(rows, ["structure", "variant", "params", "gflop", "ms", "p10_ms", "gflop_per_s", "pct_of_sgemm", "load_1m"],
+                f"\n112², {threads} thread(s): δ per image, best median of interleaved rounds (sgemm: onnxruntime MatMul)")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    payload = {"structures": names, "cpus_usable": cpus, "repeats": a.repeats, "load_start": load_start,
+               "load_end": _load(), "rows": rows}
+    print(f"\nwrote {write_json('apply_structures', payload, a.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--structure", default="A")
@@ -258,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quick", action="store_true", help="few repeats, no 1024² (a smoke run)")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--structures", default=None, help="compare these structures at 112² instead (e.g. A,U-small,U); "
+                    "writes apply_structures.json")
     a = ap.parse_args(argv)
+    if a.structures:
+        return main_structures(a)
     if a.no_detector:
         a.detector = None
     sizes = [int(s) for s in a.sizes.split(",")]

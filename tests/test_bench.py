@@ -201,3 +201,25 @@ def test_generation_cuda_rows(tmp_path):
     variants = {(r["dtype"], r["host_copy"]) for r in d["rows"] if r["impl"] == "hypernet"}
     assert variants == {(dt, h) for dt in ("fp32", "tf32", "bf16") for h in (False, True)}
     assert all(r["timer"] == "cuda_events" and r["wall_s"] > 0 for r in d["rows"] if r["impl"] != "ensemble_member")
+
+
+def test_apply_structures_json(tmp_path):
+    """bench_apply.py --structures: one row per (structure, variant) with the spec's FLOP count, plus
+    the sgemm reference row; written to apply_structures.json (apply.json untouched)."""
+    from benchmarks import bench_apply
+    from hyperobf.spec import builtin_spec, flops
+
+    assert bench_apply.main(["--structures", "tiny,D", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "apply.json").exists()
+    payload = json.loads((tmp_path / "apply_structures.json").read_text())
+    rows = payload["rows"]
+    assert payload["structures"] == ["tiny", "D"] and "machine" in payload
+    for name in ("tiny", "D"):
+        mine = [r for r in rows if r["structure"] == name]
+        assert {r["variant"] for r in mine} >= {"onnx-fp32-fixed", "onnx-fp32-dynamic", "onnx-int8-dynamic"}
+        spec = builtin_spec(name)
+        for r in mine:
+            assert r["params"] == spec.num_params() and r["gflop"] == round(flops(spec) / 1e9, 4)
+            assert r["ms"] > 0 and r["gflop_per_s"] == pytest.approx(flops(spec) / 1e9 / r["ms"] * 1e3, rel=1e-2)
+    (sgemm,) = [r for r in rows if r["structure"] is None]
+    assert sgemm["pct_of_sgemm"] == 100.0 and sgemm["gflop"] == pytest.approx(2 * 1024**3 / 1e9, rel=1e-3)
