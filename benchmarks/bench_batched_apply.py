@@ -32,12 +32,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def activation_bytes(spec: MaskNetSpec, k: int, b: int, size: int, elem: int) -> int:
-    """Rough peak: the two widest consecutive feature maps of k*b images (conv output + its ReLU)."""
+    """Rough peak: the two widest consecutive feature maps of k*b images (conv output + its ReLU),
+    plus the skip sources' maps a U-Net-like structure keeps alive until their concat."""
     chans, hw = [], size * size
     for layer in spec.layers:
         hw = hw * layer.upsample ** 2 // layer.stride ** 2
         chans.append(layer.out_ch * hw)
-    return k * b * elem * (2 * max(chans) + 3 * size * size * 3)
+    kept = sum(c for layer, c in zip(spec.layers, chans) if layer.name in spec.skip_sources)
+    return k * b * elem * (2 * max(chans) + kept + 3 * size * size * 3)
 
 
 def bench_torch(spec: MaskNetSpec, hyper: HyperNet, args: argparse.Namespace, device: str, rows: list[dict],
