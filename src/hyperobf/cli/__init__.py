@@ -15,6 +15,7 @@ from .common import fail  # noqa: F401  (re-exported for sub-apps)
 from .protect_cmd import protect
 from .export_cmd import export
 from .psp_cmds import demo
+from .refiner_cmd import export_refiner
 from .serve_cmd import serve
 from .structures_cmd import structures
 from .train_cmd import protection_check, train
@@ -31,6 +32,7 @@ app.command()(protect)
 app.command()(demo)
 app.command("protection-check")(protection_check)
 app.command()(structures)
+app.command("export-refiner")(export_refiner)
 
 from .eval_cmd import eval_app  # noqa: E402  (evaluation harness, issue 6)
 

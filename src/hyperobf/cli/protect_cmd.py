@@ -41,6 +41,8 @@ def protect(
     max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images above this many pixels (default 89478485, Pillow's bomb limit).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (atomically, e.g. after a new MaskNet); inputs are never written.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add each file's time per stage to its line.")] = False,
+    refiner: Annotated[Optional[Path], typer.Option("--refiner", help="Refiner folder (hyperobf export-refiner): gradient steps against its embedder after the MaskNet, on each detected face.")] = None,
+    refine_steps: Annotated[Optional[int], typer.Option("--refine-steps", min=0, help="Refinement steps K per face (default: the refiner's default_steps).")] = None,
 ) -> None:
     """Protect photos with a user's MaskNet; writes <name>_protected.<ext>, never overwrites inputs.
 
@@ -67,6 +69,8 @@ def protect(
     with errors_as_one_line(ModelError, DetectorError):
         net = load_model(model, manifest=manifest, config=session)
         det = FaceDetector(detector, session) if detector is not None else None
+    if refiner is not None or refine_steps is not None:
+        options = _with_refiner(options, net, refiner, refine_steps, detector is not None, session, console)
 
     # The bar shares the lines' console (stdout) so they never tear it, and is off when stdout is not a terminal.
     with progress_bar(disable=not console.is_terminal, console=console) as bar:
@@ -88,3 +92,21 @@ def protect(
         print(warn)
     if any(r.status == FAILED for r in results):
         raise typer.Exit(1)
+
+
+def _with_refiner(options, net, folder: Path | None, steps: int | None, has_detector: bool, session, console):  # noqa: ANN001
+    """ProtectOptions with the refiner loaded and checked (one-line error otherwise); prints what it will do."""
+    import dataclasses
+
+    from ..device_runtime.refine import RefinedModel, RefinerError, load_refiner
+
+    if folder is None:
+        fail("--refine-steps needs --refiner")
+    if not has_detector or options.mode == "whole":
+        fail("--refiner refines detected faces: give --detector (face mode)")
+    with errors_as_one_line(RefinerError):
+        ref = load_refiner(folder, config=session)
+        k = ref.default_steps if steps is None else steps
+        RefinedModel(net, ref, k)  # the crop sizes must agree
+    console.print(f"note: refining each face with {k} step(s) against {ref.name} (licence: {ref.licence})", markup=False)
+    return dataclasses.replace(options, refiner=ref, refine_steps=k)

@@ -28,6 +28,7 @@ from .detect import Face, FaceDetector
 from .face import FEATHER, protect_faces
 from .model import MaskNetModel
 from .pixels import Pixels, reattach, to_rgb
+from .refine import RefinedModel
 from .whole import DEFAULT_WORK_SIZE, MAX_WORK_PIXELS, whole_photo
 
 MODES = ("auto", "face", "whole")
@@ -45,8 +46,15 @@ class ProtectOptions:
     work_size: int | None = None  # whole mode without faces: shorter side at working scale
     max_work_pixels: int = MAX_WORK_PIXELS  # cap on the whole-mode working image
     feather: float = FEATHER  # face mode: mask fade at the crop edges, in 112² pixels
+    # Hybrid refinement (refine.py): K gradient steps on each aligned face after the MaskNet (face mode only).
+    refiner: object | None = field(default=None, compare=False, repr=False)  # a refine.Refiner
+    refine_steps: int = 0
 
     def __post_init__(self) -> None:
+        if self.refine_steps < 0:
+            raise ValueError("refine_steps must be >= 0")
+        if self.refine_steps and self.refiner is None:
+            raise ValueError("refinement steps need a refiner (--refiner)")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
         if self.no_face not in NO_FACE:
@@ -90,12 +98,17 @@ def protect_rgb(px: Pixels, model: MaskNetModel, detector: FaceDetector | None =
         timings["detect"] = time.perf_counter() - t
     if mode == "face":
         if faces:
-            out, tm = protect_faces(img, faces, model, opt.feather)
+            net = RefinedModel(model, opt.refiner, opt.refine_steps) if opt.refine_steps else model  # type: ignore[arg-type]
+            out, tm = protect_faces(img, faces, net, opt.feather)  # type: ignore[arg-type]
             timings.update(tm)
+            if isinstance(net, RefinedModel):
+                timings["refine"] = net.seconds  # part of "perturb"
             return Protection(reattach(out, px), "face", len(faces), notes, timings)
         if opt.no_face == "skip":
             return Protection(None, "skipped", 0, notes + ["no face found: skipped"], timings)
         notes.append("no face found: protected as a whole photo")
+    if opt.refine_steps:
+        notes.append("not refined: refinement runs on aligned faces (face mode) only")
     w, h = img.size
     if faces:
         scale = _face_scale(faces, size)
