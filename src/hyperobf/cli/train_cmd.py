@@ -25,12 +25,12 @@ def train(
     structure: Annotated[Optional[str], typer.Option(help="MaskNet structure: A, B, C, D, tiny.")] = None,
     structures: Annotated[Optional[str], typer.Option(help="Several structures, comma-separated (e.g. A,B,C,D): one HyperNet each, in OUT/<structure>/.")] = None,
     method: Annotated[Optional[str], typer.Option(help="hypernet | static | ensemble | mcdropout.")] = None,
-    objective: Annotated[Optional[str], typer.Option(help="auto (default: feature when --embedder is given, else classifier) | classifier | feature.")] = None,
-    feature_mode: Annotated[Optional[str], typer.Option(help="untargeted (default) | targeted (feature objective).")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="auto (default: feature when --embedder is given, else adversarial) | adversarial (old name: classifier) | thesis (the thesis's error-minimising J1) | feature.")] = None,
+    feature_mode: Annotated[Optional[str], typer.Option(help="untargeted (default) | targeted | centroid (needs --set pool_users=N) (feature objective).")] = None,
     embedder: Annotated[Optional[Path], typer.Option(help="ONNX face embedder (feature objective).", exists=True, dir_okay=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs (default: the config's).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when available) | cpu | cuda.  [default: auto]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of data order, initialisation and latents (default: the config's).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: --set lambda_div=30 (repeatable).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint (single structure).", exists=True, dir_okay=False)] = None,
 ) -> None:
@@ -81,12 +81,13 @@ def protection_check(
     max_query: Annotated[int, typer.Option(min=1, help="Query images per identity.")] = 20,
     max_gallery: Annotated[int, typer.Option(min=1, help="Clean gallery images per identity.")] = 40,
     jpeg: Annotated[Optional[str], typer.Option(help="Also attack after a real JPEG round trip at these qualities, e.g. 75,90.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the identity split and the users' latents.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available) | cpu | cuda.")] = "auto",
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write the result into the checkpoint's "
                                          "protection record (export copies it into every model).")] = True,
 ) -> None:
     """Nearest-centroid attack with a frozen embedder: accuracy on clean vs protected faces, feature cosine, DSSIM."""
+    from ..devices import pick_device
     from ..protection import status_line, warning_line
     from ..train.checkpoint import record_protection
     from ..train.protection_check import protection_check as run_check, record_entries
@@ -98,7 +99,7 @@ def protection_check(
         if out and out.exists() and out.is_dir():
             raise ValueError(f"--out is a directory: {out}")
         report = run_check(checkpoint, data, embedder, max_identities=max_identities, max_query=max_query,
-                           max_gallery=max_gallery, seed=seed, jpeg_quality=qualities, device=device)
+                           max_gallery=max_gallery, seed=seed, jpeg_quality=qualities, device=str(pick_device(device)))
         if out:
             tmp = out.with_name(f".{out.name}.tmp")
             tmp.write_text(json.dumps(report, indent=2))

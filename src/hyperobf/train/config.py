@@ -8,6 +8,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 
+OBJECTIVE_ALIASES = {"classifier": "adversarial"}  # the adversarial objective's name before issue 13
+
+
+def canonical_objective(name: str | None) -> str | None:
+    """An objective's current name (old checkpoints and configs say "classifier")."""
+    return OBJECTIVE_ALIASES.get(name, name) if name else name
+
+
 @dataclass
 class TrainConfig:
     # what is trained
@@ -16,9 +24,13 @@ class TrainConfig:
     rho_pixel: float = 0.03  # per-pixel clip (Eq. 2.4)
     # objective
     # auto = the measured winner (results/training-cpu): the feature objective whenever an embedder is
-    # given, else the thesis's classifier objective (no model file needed); resolved on construction
-    objective: str = "auto"  # auto | classifier | feature
-    feature_mode: str = "untargeted"  # untargeted (measured winner) | targeted (feature objective only)
+    # given, else the adversarial classifier objective (no model file needed); resolved on construction.
+    # thesis = the thesis's J1 as written (Eq. 4.1/4.4: error-minimising, per user); adversarial = a
+    # surrogate's error maximised ("classifier" is its old name, still accepted: old configs/checkpoints)
+    objective: str = "auto"  # auto | adversarial (alias classifier) | thesis | feature
+    # untargeted (measured winner) | targeted | centroid (push each user's protected centroid away from
+    # its clean one; needs identity-grouped batches, pool_users > 0) — feature objective only
+    feature_mode: str = "untargeted"
     target_push: float = 0.5  # targeted mode: weight of the untargeted push-away term added to the pull
     embedder: str = ""  # ONNX face embedder for the feature objective
     embedder_size: int = 0  # embedder input side; 0 = the ONNX model's declared size
@@ -46,6 +58,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the embedder / surrogate classifier
     deterministic: bool = False  # CUDA: deterministic kernels (slower), for bit-reproducible runs
     grad_clip: float = 0.0  # max global grad norm of the source; 0 = off
+    # identity-grouped batches (train/sampler.py): each net plays one pseudo-user (z, identity), stable for
+    # pool_refresh steps; 0 = faces drawn at random (the thesis objective then uses 8 × nets_per_step)
+    pool_users: int = 0
+    pool_refresh: int = 50
+    pool_refresh_fraction: float = 0.25
+    surrogate_width: int = 32  # thesis objective: the surrogate recogniser's width
     # per-epoch evaluation on held-out faces
     eval_images: int = 64
     eval_nets: int = 4
@@ -67,7 +85,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.objective == "auto":
-            self.objective = "feature" if self.embedder else "classifier"
+            self.objective = "feature" if self.embedder else "adversarial"
+        self.objective = OBJECTIVE_ALIASES.get(self.objective, self.objective)
+        if self.objective == "thesis" and not self.pool_users:
+            self.pool_users = 8 * self.nets_per_step
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -92,14 +113,20 @@ class TrainConfig:
     def validate(self) -> None:
         if self.method not in ("hypernet", "static", "ensemble", "mcdropout"):
             raise ValueError(f"unknown method {self.method!r}")
-        if self.objective not in ("classifier", "feature"):
-            raise ValueError(f"unknown objective {self.objective!r}")
+        from .objectives import OBJECTIVES  # the registry (it imports this module: import here)
+
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.objective == "feature" and not self.embedder:
             raise ValueError("objective 'feature' needs an ONNX face embedder (embedder = PATH)")
         if self.epochs < 1 or self.batch_images < 1 or self.nets_per_step < 1:
             raise ValueError("epochs, batch_images and nets_per_step must be >= 1")
-        if self.feature_mode not in ("targeted", "untargeted"):
-            raise ValueError(f"unknown feature_mode {self.feature_mode!r} (targeted | untargeted)")
+        if self.feature_mode not in ("targeted", "untargeted", "centroid"):
+            raise ValueError(f"unknown feature_mode {self.feature_mode!r} (targeted | untargeted | centroid)")
+        if self.objective == "feature" and self.feature_mode == "centroid" and not self.pool_users:
+            raise ValueError("feature_mode 'centroid' needs identity-grouped batches: set pool_users > 0")
+        if self.pool_users < 0 or self.pool_refresh < 0 or not 0 < self.pool_refresh_fraction <= 1:
+            raise ValueError("pool_users, pool_refresh must be >= 0 and pool_refresh_fraction in (0, 1]")
         if self.target_push < 0:
             raise ValueError("target_push must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -43,7 +43,7 @@ def evaluate_epoch(source, spec, faces: FaceSet, device, seed: int, n_nets: int,
     row = evaluate_quality(source, spec, faces, device, gen, n_nets)
     gen.set_state(state)  # the same nets again for the diversity / feature numbers
     params, keys = source.sample_keyed(n_nets, gen)
-    targeted = objective is not None and getattr(objective, "needs_keys", False)
+    targeted = objective is not None and getattr(objective, "mode", None) == "targeted"
     if targeted:
         slots = objective.anchor_of(keys)  # (n_nets,) each net's target identity
     row["param_var"] = float(param_variance(params))

@@ -2,6 +2,9 @@
 
 * untargeted: J1 = mean (1 − ‖Φ(x ⊕ δ) − Φ(x)‖ / 2) on unit embeddings — push each protected
   face away from itself (a monotone function of cos(Φ(x), Φ(x ⊕ δ)) with a usable gradient at δ = 0);
+* centroid:   J1 = mean over nets of (1 − ‖c(Φ(x ⊕ δ)) − c(Φ(x))‖ / 2), c = the normalised mean of the
+  net's b faces (identity-grouped batches: one user's photos) — the protected centroid must leave
+  the user's clean cluster, not just each photo (the gallery protocol);
 * targeted:   J1 = mean (1 − cos(Φ(x ⊕ δ), a_k)) — pull each protected face toward its *user's*
   anchor identity a_k, as Fawkes pulls a user's photos toward one dissimilar target class.
   The anchors are the training identities' centroids; each net's anchor k is a fixed function
@@ -107,10 +110,10 @@ class FeatureObjective(nn.Module):
 
     def __init__(self, cfg: TrainConfig, anchors: torch.Tensor | None = None, embedder: nn.Module | None = None) -> None:
         super().__init__()
-        if cfg.feature_mode not in ("targeted", "untargeted"):
-            raise ValueError(f"unknown feature_mode {cfg.feature_mode!r} (targeted | untargeted)")
+        if cfg.feature_mode not in ("targeted", "untargeted", "centroid"):
+            raise ValueError(f"unknown feature_mode {cfg.feature_mode!r} (targeted | untargeted | centroid)")
         self.mode = cfg.feature_mode
-        self.needs_keys = self.mode == "targeted"
+        self.needs_keys = self.mode in ("targeted", "centroid")  # centroid: keys give the number of nets
         self.z_dim, self.seed, self.push = cfg.z_dim, cfg.seed, cfg.target_push
         self.embedder = embedder if embedder is not None else load_embedder(
             cfg.embedder, cfg.embedder_size, cfg.embedder_mean, cfg.embedder_std)
@@ -145,6 +148,14 @@ class FeatureObjective(nn.Module):
            keys: torch.Tensor | None = None) -> torch.Tensor:
         """x (n·b, 3, H, W) grouped by net (b faces per net, in order), y (n·b,), keys (n, ...) per net."""
         e_prot = self.embedder(x_prot)  # (n·b, D)
+        if self.mode == "centroid":  # each net's b faces are one user's: move the user's centroid
+            if keys is None:
+                raise RuntimeError("centroid feature objective needs each net's key (grouped batches)")
+            n = len(keys)
+            with torch.no_grad():
+                c_clean = F.normalize(self.embedder(x_clean).view(n, -1, e_prot.shape[1]).mean(1), dim=1)
+            c_prot = F.normalize(e_prot.view(n, -1, e_prot.shape[1]).mean(1), dim=1)  # (n, D)
+            return (1.0 - (c_prot - c_clean).pow(2).sum(1).add(1e-12).sqrt() / 2.0).mean()
         push = None
         if self.mode == "untargeted" or self.push > 0:
             with torch.no_grad():

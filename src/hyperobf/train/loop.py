@@ -25,7 +25,7 @@ from ..models.masknet import apply_batched
 from ..spec import builtin_spec
 from . import distributed
 from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, canonical_objective
 from .data import FaceSet, load_image_folder, split_holdout, synthetic_faces
 from .diversity import param_variance
 from .evaluate import evaluate_epoch, evaluate_quality  # noqa: F401  (evaluate_quality: public here too)
@@ -145,12 +145,13 @@ def train(
             raise ValueError(f"cannot resume from {resume}: not a HyperObf checkpoint")
         source.load_state_dict(state["source"])
         before = state.get("config", {})
+        before_objective = canonical_objective(before.get("objective"))  # "classifier" -> "adversarial"
         same_mode = cfg.objective != "feature" or before.get("feature_mode") == cfg.feature_mode
-        if before.get("objective") == cfg.objective and same_mode:
+        if before_objective == cfg.objective and same_mode:
             objective.load_state_dict(state["objective"])
             objective.load_extra_state(state["objective_extra"])
-        elif cfg.objective != "feature" or before.get("objective") != "feature":
-            raise ValueError(f"cannot resume a {before.get('objective')} run with the {cfg.objective} objective")
+        elif cfg.objective != "feature" or before_objective != "feature":
+            raise ValueError(f"cannot resume a {before_objective} run with the {cfg.objective} objective")
         # else: a feature run switching mode (e.g. untargeted warm-up -> targeted): Φ is frozen and the
         # anchors were just derived by prepare() from the same faces, so nothing of the objective carries over
         opt.load_state_dict(state["optim"])
@@ -164,6 +165,14 @@ def train(
 
     independent = getattr(source, "independent", False)
     n, b = getattr(source, "train_nets", cfg.nets_per_step), cfg.batch_images
+    pool = None
+    if cfg.pool_users:  # identity-grouped batches: net i perturbs b faces of its pseudo-user's identity
+        from .sampler import UserPool
+
+        pool = UserPool(cfg.pool_users, source.z_dim, train_set.labels, gen, cfg.pool_refresh,
+                        cfg.pool_refresh_fraction)
+        if resume and state.get("pool"):
+            pool.load_state_dict(state["pool"])
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(train_set) / (n * b)))
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     t0 = time.perf_counter()
@@ -172,9 +181,14 @@ def train(
         source.train()
         sums = {"J": 0.0, "J1": 0.0, "J2": 0.0, "dssim": 0.0, "dssim_max": 0.0, "param_var": 0.0, "clf_loss": 0.0}
         for _ in range(steps):
-            idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)
+            if pool is None:
+                idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)
+                params, keys = source.sample_keyed(n, gen)  # keys: what made each net (targeted objective)
+            else:
+                z, idx, _ = pool.batch(n, b, gen)
+                idx = idx.to(device)
+                params, keys = source.issue(z), source.key_of(z)
             x, y = x_all[idx], y_all[idx]
-            params, keys = source.sample_keyed(n, gen)  # keys: what made each net (targeted objective)
             loss, x_prot, parts = step_loss(spec, cfg, objective, params, x, y, gen, independent, autocast, keys)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -201,6 +215,7 @@ def train(
                 objective=objective.state_dict(), objective_extra=objective.extra_state(),
                 optim=opt.state_dict(), rng=gen.get_state(), torch_rng=torch.get_rng_state(),
                 epoch=epoch + 1, metrics=metrics, classes=faces.classes,
+                pool=pool.state_dict() if pool is not None else None,
             )
         if progress:
             progress(epoch + 1, cfg.epochs)

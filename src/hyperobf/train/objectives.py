@@ -1,9 +1,16 @@
-"""Effectiveness objectives J1 (lower = better protection).
+"""Effectiveness objectives J1 (the HyperNet minimises J1; hinged at α in Eq. 4.4).
 
-* ``classifier`` (thesis Eq. 4.1): a surrogate face classifier, shared across the batch and
-  trained jointly on clean and perturbed faces; the MaskNets are scored by
-  J1 = −log(1 − p(true identity | x ⊕ δ)), i.e. they are pushed to make faces unrecognised.
+* ``thesis`` (Eq. 4.1 and 4.4 as written): a surrogate recogniser trained jointly on *perturbed*
+  faces only, as an attacker's would be, and J1 = its cross-entropy on the perturbed faces against
+  their *true* identities, minimised — error-minimising noise ("unlearnable examples"): each
+  user's perturbation becomes an easy, consistent shortcut for the user's class, which a
+  recogniser trained on the uploads may learn instead of the face. Needs identity-grouped batches
+  (:mod:`.sampler`: each net plays one pseudo-user per step).
+* ``adversarial`` (old name ``classifier``, still accepted): the opposite — a surrogate trained on
+  clean and perturbed faces, J1 = −log(1 − p(true identity | x ⊕ δ)): faces pushed to be
+  unrecognised by it.
 * ``feature`` (Fawkes-style, Eq. 2.2): a frozen pretrained embedder Φ; see :mod:`.feature`.
+Adding an objective is one entry in :data:`OBJECTIVES`.
 """
 
 from __future__ import annotations
@@ -37,9 +44,9 @@ class SurrogateClassifier(nn.Module):
 
 
 class ClassifierObjective(nn.Module):
-    """Thesis J1 with a jointly trained classifier (its own optimiser, its own loss)."""
+    """Adversarial J1 against a jointly trained classifier (its own optimiser, its own loss)."""
 
-    name = "classifier"
+    name = "adversarial"
 
     def __init__(self, n_classes: int, lr: float) -> None:
         super().__init__()
@@ -72,11 +79,47 @@ class ClassifierObjective(nn.Module):
         self.opt.load_state_dict(state["opt"])
 
 
-def build_objective(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None = None) -> nn.Module:
-    if cfg.objective == "classifier":
-        return ClassifierObjective(n_classes, cfg.lr)
-    if cfg.objective == "feature":
-        from .feature import FeatureObjective  # needs an ONNX embedder
+class ThesisObjective(ClassifierObjective):
+    """The thesis's J1: cross-entropy of a recogniser trained on perturbed faces only, minimised."""
 
-        return FeatureObjective(cfg, anchors)
-    raise ValueError(f"unknown objective {cfg.objective!r}")
+    name = "thesis"
+    needs_users = True  # identity-grouped batches (one pseudo-user per net)
+
+    def __init__(self, n_classes: int, lr: float, width: int = 32) -> None:
+        nn.Module.__init__(self)
+        self.clf = SurrogateClassifier(n_classes, width)
+        self.opt = torch.optim.Adam(self.clf.parameters(), lr=lr)
+
+    def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.clf(x_prot), y)  # (n·b,) faces against their true identities
+
+    def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor,
+               sync: Callable[[nn.Module], None] | None = None) -> float:
+        """One step of the surrogate on the (detached) perturbed faces only: what an attacker trains on."""
+        loss = F.cross_entropy(self.clf(x_prot.detach()), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if sync is not None:
+            sync(self.clf)
+        self.opt.step()
+        return float(loss.detach())
+
+
+def _feature(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None) -> nn.Module:
+    from .feature import FeatureObjective  # needs an ONNX embedder
+
+    return FeatureObjective(cfg, anchors)
+
+
+# name -> builder(cfg, n_classes, anchors): adding an objective is one entry
+OBJECTIVES: dict[str, Callable[[TrainConfig, int, torch.Tensor | None], nn.Module]] = {
+    "adversarial": lambda cfg, n, a: ClassifierObjective(n, cfg.lr),
+    "thesis": lambda cfg, n, a: ThesisObjective(n, cfg.lr, cfg.surrogate_width),
+    "feature": _feature,
+}
+
+
+def build_objective(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None = None) -> nn.Module:
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[cfg.objective](cfg, n_classes, anchors)

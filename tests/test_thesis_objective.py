@@ -1,0 +1,103 @@
+"""Issue 13: the thesis's J1 (error-minimising, per user), the identity-grouped sampler, and the
+`classifier` -> `adversarial` rename that must keep old configs and checkpoints working."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hyperobf.train.config import TrainConfig
+from hyperobf.train.loop import train
+from hyperobf.train.sampler import UserPool
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_user_pool_groups_faces_by_identity_and_refreshes():
+    labels = torch.tensor([0] * 5 + [1] * 7 + [2] * 3 + [3] * 9)
+    gen = torch.Generator().manual_seed(0)
+    pool = UserPool(6, 4, labels, gen, refresh_every=3, refresh_fraction=0.5)
+    z0, ids0 = pool.z.clone(), pool.identity.clone()
+    for step in range(3):
+        z, idx, users = pool.batch(4, 5, gen)
+        assert z.shape == (4, 4) and idx.shape == (20,)
+        groups = labels[idx].view(4, 5)
+        assert bool((groups == groups[:, :1]).all())  # every net's faces: one identity
+        assert torch.equal(groups[:, 0], pool.identity[users])  # ... its pseudo-user's
+        assert torch.equal(z, pool.z[users])
+    assert torch.equal(pool.z, z0) and torch.equal(pool.identity, ids0)  # stable for refresh_every steps
+    pool.batch(4, 5, gen)
+    changed = (pool.z != z0).any(1)
+    assert int(changed.sum()) == 3  # half the pool redrawn
+
+
+def test_classifier_is_an_alias_of_adversarial():
+    assert TrainConfig(objective="classifier").objective == "adversarial"
+    assert TrainConfig().objective == "adversarial"  # auto without an embedder
+    for path in CONFIGS.glob("*.toml"):  # every committed config still loads
+        TrainConfig.from_toml(path, embedder="x.onnx")
+    with pytest.raises(ValueError, match="unknown objective"):
+        TrainConfig(objective="nope").validate()
+
+
+def test_old_classifier_checkpoint_resumes_and_loads(tiny_checkpoint, tmp_path):
+    """A checkpoint written when the objective was called "classifier" still loads and resumes."""
+    from hyperobf.train.checkpoint import load_checkpoint
+
+    old = tmp_path / "old.pt"
+    payload = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    payload["config"]["objective"] = "classifier"
+    torch.save(payload, old)
+    assert load_checkpoint(old).config.objective == "adversarial"
+    cfg = TrainConfig(structure="tiny", epochs=2, steps_per_epoch=1, batch_images=4, nets_per_step=2,
+                      objective="classifier")
+    res = train(cfg, tmp_path / "resumed", resume=old)
+    assert [m["epoch"] for m in res.metrics] == [1, 2]
+
+
+def test_thesis_objective_trains_surrogate_on_perturbed_faces_and_resumes(tmp_path):
+    cfg = TrainConfig(structure="tiny", objective="thesis", epochs=1, steps_per_epoch=3, batch_images=4,
+                      nets_per_step=2, pool_refresh=2, image_size=32)
+    assert cfg.pool_users == 16  # grouped by default
+    res = train(cfg, tmp_path / "a")
+    m = res.metrics[-1]
+    assert m["J1"] > 0 and m["clf_loss"] > 0  # cross-entropies
+    state = torch.load(res.checkpoint, map_location="cpu", weights_only=False)
+    assert state["pool"]["steps"] == 3 and state["pool"]["z"].shape == (16, cfg.z_dim)
+    cfg2 = TrainConfig(**{**cfg.to_dict(), "epochs": 2})
+    res2 = train(cfg2, tmp_path / "b", resume=res.checkpoint)
+    assert torch.load(res2.checkpoint, map_location="cpu", weights_only=False)["pool"]["steps"] == 6
+
+
+def test_thesis_j1_is_minimised_cross_entropy_of_perturbed_only_surrogate():
+    from hyperobf.train.objectives import ThesisObjective
+
+    torch.manual_seed(0)
+    obj = ThesisObjective(3, lr=1e-2, width=4)
+    x_clean = torch.rand(6, 3, 16, 16)
+    x_prot = torch.rand(6, 3, 16, 16)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    j_before = float(obj.j1(x_clean, x_prot, y).detach())
+    for _ in range(30):  # the surrogate learns the perturbed faces (only those)
+        obj.update(torch.zeros_like(x_clean), x_prot, y)
+    obj.clf.eval()
+    assert float(obj.j1(x_clean, x_prot, y).detach()) < j_before  # lower J1: perturbed faces easier to classify
+
+
+def test_centroid_mode_needs_grouped_batches():
+    with pytest.raises(ValueError, match="pool_users"):
+        TrainConfig.from_dict(dict(objective="feature", embedder="x.onnx", feature_mode="centroid"))
+    TrainConfig.from_dict(dict(objective="feature", embedder="x.onnx", feature_mode="centroid", pool_users=8))
+
+
+def test_old_configs_are_copied_unchanged(tmp_path):
+    # the README's recipe still names the old objective in places: both names load the same objective
+    src = CONFIGS / "cpu_glint24.toml"
+    dst = tmp_path / "c.toml"
+    shutil.copy(src, dst)
+    a = TrainConfig.from_toml(dst, objective="classifier")
+    b = TrainConfig.from_toml(dst, objective="adversarial")
+    assert a.to_dict() == b.to_dict()
