@@ -40,6 +40,11 @@ app.add_typer(eval_app, name="eval")
 app.command()(serve)
 app.add_typer(bench_app, name="bench")
 
+from .client_cmds import account_app, fetch  # noqa: E402  (PSP client, standard-library HTTP)
+
+app.add_typer(account_app, name="account")
+app.command()(fetch)
+
 
 def main() -> None:
     bad = flag_given_a_value(typer.main.get_command(app), sys.argv[1:])

@@ -16,7 +16,7 @@ _BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, OSError)
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the demo's files.", file_okay=False)] = Path("hyperobf-demo"),
     data: Annotated[Optional[Path], typer.Option(help="Real faces (ImageFolder); default: embedded sample images.", exists=True, file_okay=False)] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the tiny HyperNet.")] = 3,
 ) -> None:
     """Train a tiny HyperNet, export 3 users' MaskNets, protect a sample photo; print what it wrote."""
     import numpy as np

@@ -28,10 +28,10 @@ def serve(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Trained HyperNet checkpoint.pt.", dir_okay=False)] = None,
     db: Annotated[Optional[str], typer.Option("--db", help=f"SQLAlchemy URL (default {DEFAULT_DB}; postgresql+psycopg://user:pw@host/db).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default; terminate TLS in a proxy).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML with a \\[serve] table (psp.config.PSPConfig fields).", exists=True, dir_okay=False)] = None,
     key_file: Annotated[Optional[Path], typer.Option(help="Fernet key file (created 0600 if absent); $HYPEROBF_PSP_KEY wins.", dir_okay=False)] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (HyperNet and probe evaluation).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when available) | cpu | cuda: HyperNet and probe evaluation.  [default: auto]")] = None,
     migrate_only: Annotated[bool, typer.Option("--migrate-only", help="Apply database migrations and exit.")] = False,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
 ) -> None:

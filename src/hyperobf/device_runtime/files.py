@@ -27,6 +27,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..fsmodes import default_file_mode
+
 SUFFIX = "_protected"
 READABLE = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -35,7 +37,6 @@ FALLBACK_EXT = {".heic": "jpg", ".heif": "jpg", ".avif": "jpg"}
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 _limit_lock = threading.Lock()
-_umask_lock = threading.Lock()
 _plugins_registered = False
 
 
@@ -183,21 +184,6 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where /proc says it (Linux); elsewhere set and restored."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _umask_lock:
-        old = os.umask(0o077)
-        os.umask(old)
-    return old
-
-
 def _output_mode(dst: Path, overwrite: bool) -> int:
     """What ``open(dst, "wb")`` would leave: an existing file keeps its mode, a new one gets 0o666 & ~umask."""
     if overwrite:
@@ -205,7 +191,7 @@ def _output_mode(dst: Path, overwrite: bool) -> int:
             return dst.stat().st_mode & 0o7777
         except OSError:
             pass
-    return 0o666 & ~current_umask()
+    return default_file_mode()
 
 
 def _publish(tmp: Path, dst: Path, overwrite: bool = False) -> None:

@@ -33,7 +33,7 @@ from .migrate import upgrade
 from .schemas import (AccountCreate, AccountCreated, AccountOut, ErrorBody, FormatOffer, MaskNetList, MaskNetOut,
                       MaskNetRequest, ServiceInfo, TokenOut)
 from .service import Caller, PSPService
-from .verify import Verifier, build_verifier
+from .verify import Verifier, build_verifier, describe_verifier
 
 log = logging.getLogger("hyperobf.psp")
 
@@ -97,6 +97,7 @@ def create_app(service: PSPService) -> FastAPI:
     async def lifespan(_app: FastAPI) -> Iterator[None]:
         # request threads mostly wait on the batcher; allow more of them than anyio's default 40
         anyio.to_thread.current_default_thread_limiter().total_tokens = max(64, 2 * cfg.max_batch)
+        log.info("verifier %s", describe_verifier(service.verifier, cfg))
         service.batcher.start()
         try:
             yield
@@ -147,9 +148,10 @@ def create_app(service: PSPService) -> FastAPI:
                 "max_accounts_per_client", "client_window_s")})
 
     @app.post("/v1/accounts", response_model=AccountCreated, status_code=201, tags=["accounts"], responses=_ERRORS)
-    def create_account(body: AccountCreate, request: Request) -> AccountCreated:
-        """Verify the evidence and create an account; the bearer token is returned once."""
-        public_id, token, expires = service.create_account(body.evidence, _client(request))
+    def create_account(request: Request, body: AccountCreate | None = None) -> AccountCreated:
+        """Verify the evidence and create an account; the bearer token is returned once.
+        The body may be left out (no evidence: what the open verifier needs)."""
+        public_id, token, expires = service.create_account(body.evidence if body else {}, _client(request))
         return AccountCreated(account_id=public_id, token=token, expires_at=_utc(expires))
 
     @app.get("/v1/account", response_model=AccountOut, tags=["accounts"], responses=_ERRORS)

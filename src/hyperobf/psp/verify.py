@@ -76,6 +76,16 @@ class InviteCodeVerifier:
         return Identity(f"invite:{h[:32]}", unique=True)
 
 
+def describe_verifier(verifier: Verifier, config: PSPConfig) -> str:
+    """One line for the start-up log: which verifier decides who gets an account."""
+    if isinstance(verifier, OpenVerifier):
+        return "open: anyone may create an account (development and load tests; per-client limits still apply)"
+    if isinstance(verifier, InviteCodeVerifier):
+        return f"invite: one account per code in {config.invite_codes_file}"
+    kind = type(verifier)
+    return f"custom: {config.verifier if ':' in config.verifier else kind.__module__ + '.' + kind.__qualname__}"
+
+
 def build_verifier(config: PSPConfig) -> Verifier:
     if config.verifier == "open":
         return OpenVerifier()
