@@ -34,6 +34,14 @@ _PSP_SET_HELP = ("Training config key for every PSP training, e.g. --psp-set obj
                  "(repeatable; the feature objective's embedder defaults to MODELS/mobilefacenet.onnx).")
 
 
+_FACES_HELP = "Faces root holding glint24/, celeba299/ … (default $HYPEROBF_FACES or ../shared/data/faces)."
+_MODELS_HELP = "Models root: mobilefacenet.onnx, dlib_resnet_faceapi/ (default $HYPEROBF_MODELS or ../shared/models)."
+_OUT_HELP = "Results folder (default results/<scale>-<device>)."
+_SEED_HELP = "Seed of the split and of every training."
+_DEVICE_HELP = "auto (CUDA when available) | cpu | cuda."
+_QUIET_HELP = "Print only the report's path, not each step."
+
+
 def _default(env: str, sub: str) -> Path:
     return Path(os.environ[env]) if os.environ.get(env) else (_DEFAULT_SHARED / sub).resolve()
 
@@ -67,15 +75,15 @@ def _run(names: list[str], scale: str, faces: Optional[Path], models: Optional[P
 def _make(name: str):
     def cmd(
         scale: Annotated[str, typer.Option(help="tiny | reduced | full.")] = "tiny",
-        faces: Annotated[Optional[Path], typer.Option(help="Faces root holding glint24/, celeba299/ … (default ../shared/data/faces).", file_okay=False)] = None,
-        models: Annotated[Optional[Path], typer.Option(help="Models root: mobilefacenet.onnx, dlib_resnet_faceapi/ (default ../shared/models).", file_okay=False)] = None,
-        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default results/<scale>-<device>).", file_okay=False)] = None,
-        seed: Annotated[int, typer.Option(help="Seed of the split and of every training.")] = 0,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+        faces: Annotated[Optional[Path], typer.Option(help=_FACES_HELP, file_okay=False)] = None,
+        models: Annotated[Optional[Path], typer.Option(help=_MODELS_HELP, file_okay=False)] = None,
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help=_OUT_HELP, file_okay=False)] = None,
+        seed: Annotated[int, typer.Option(help=_SEED_HELP)] = 0,
+        device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
         psp_source: Annotated[str, typer.Option(help="Folder of the PSP's HyperNet training faces.")] = "glint24",
         fr_source: Annotated[str, typer.Option(help="Folder of the FR evaluation set (distractors + targets).")] = "celeba299",
         public_source: Annotated[str, typer.Option(help="Folder of the attacker's public faces (leftover ids if = fr-source).")] = "celeba299",
-        quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET_HELP)] = False,
         threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default; 1 is fastest on a busy machine).")] = 0,
         psp_set: Annotated[Optional[list[str]], typer.Option("--psp-set", help=_PSP_SET_HELP)] = None,
     ) -> None:
@@ -95,12 +103,12 @@ for _n in list(_TITLES) + ["all"]:
 def run_some(
     experiments: Annotated[str, typer.Argument(help="Comma-separated, e.g. e1,e2,e3,e4,e7.")],
     scale: Annotated[str, typer.Option(help="tiny | reduced | full.")] = "tiny",
-    faces: Annotated[Optional[Path], typer.Option(file_okay=False)] = None,
-    models: Annotated[Optional[Path], typer.Option(file_okay=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", file_okay=False)] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option()] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    faces: Annotated[Optional[Path], typer.Option(help=_FACES_HELP, file_okay=False)] = None,
+    models: Annotated[Optional[Path], typer.Option(help=_MODELS_HELP, file_okay=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=_OUT_HELP, file_okay=False)] = None,
+    seed: Annotated[int, typer.Option(help=_SEED_HELP)] = 0,
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET_HELP)] = False,
     deadline_s: Annotated[float, typer.Option(help="Start no experiment after this many seconds (0 = no limit).")] = 0.0,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default; 1 is fastest on a busy machine).")] = 0,
     psp_set: Annotated[Optional[list[str]], typer.Option("--psp-set", help=_PSP_SET_HELP)] = None,
