@@ -6,6 +6,7 @@ repository. torch is imported inside the commands.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -117,3 +118,84 @@ def run_some(
     names = [n.strip() for n in experiments.split(",") if n.strip()]
     _run(names, scale, faces, models, out, seed, device, "glint24", "celeba299", "celeba299", quiet, deadline_s, threads,
          psp_set)
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not vals:
+        raise ValueError(f"{what}: give at least one value")
+    return vals
+
+
+@eval_app.command("frontier")
+def frontier(
+    rho: Annotated[str, typer.Option(help="DSSIM budgets, comma-separated.")] = "0.007,0.012,0.017",
+    checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", help="Trained PSP checkpoint whose per-user nets are measured (repeatable).", exists=True, dir_okay=False)] = None,
+    scale: Annotated[str, typer.Option(help="tiny | reduced | full: the CelebA split (targets, distractors).")] = "reduced",
+    targets: Annotated[Optional[int], typer.Option(min=1, help="Target users (default: the scale's).")] = None,
+    uploads: Annotated[int, typer.Option(min=1, help="Protected uploads per target user.")] = 10,
+    limit: Annotated[str, typer.Option(help="Per-image limit modes: untargeted,targeted (or 'none').")] = "untargeted,targeted",
+    limit_steps: Annotated[int, typer.Option(min=1, help="Adam steps of the limit's first run (then doubled with a restart).")] = 100,
+    limit_max_steps: Annotated[int, typer.Option(min=1, help="Cap of the stopping rule.")] = 400,
+    limit_tol: Annotated[float, typer.Option(min=0.0, help="Stop doubling when identification moves less than this.")] = 0.02,
+    hybrid_k: Annotated[str, typer.Option(help="Hybrid: on-device refinement steps after the net (0 = none).")] = "0,5,10,25",
+    hybrid_embedder: Annotated[str, typer.Option(help="Embedder the device refines against: dlib (MIT, shippable) | mobilefacenet.")] = "dlib",
+    resnet: Annotated[bool, typer.Option("--resnet", help="Also attack with the ResNet-18 trained on the uploads (slow on a CPU).")] = False,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
+    faces: Annotated[Optional[Path], typer.Option(help="Faces root (default ../shared/data/faces).", file_okay=False)] = None,
+    models: Annotated[Optional[Path], typer.Option(help="Models root (default ../shared/models).", file_okay=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder.", file_okay=False)] = Path("results/frontier"),
+    seed: Annotated[int, typer.Option(help="Seed of the split, the users' z and the limit's starts.")] = 0,
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default).")] = 0,
+    include: Annotated[Optional[list[Path]], typer.Option("--include", help="frontier.json of an earlier run on the same split, uploads and attackers: its rows join this table (repeatable; each row keeps its source).", exists=True, dir_okay=False)] = None,
+) -> None:
+    """Budget–protection frontier: per-user nets vs the per-image limit vs the hybrid, every attacker (issue 12)."""
+    from ..cli.common import command_line
+    from ..eval.context import EvalContext
+    from ..eval.frontier import FrontierConfig, merge_rows, run_frontier, write_outputs
+    from ..eval.frontier_record import record_nets
+    from ..eval.scales import get_scale
+
+    faces = faces or _default("HYPEROBF_FACES", "data/faces")
+    models = models or _default("HYPEROBF_MODELS", "models")
+    if not faces.is_dir():
+        fail(f"faces root not found: {faces} (pass --faces or set HYPEROBF_FACES)")
+    if not models.is_dir():
+        fail(f"models root not found: {models} (pass --models or set HYPEROBF_MODELS)")
+    with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, OSError):
+        rhos = _floats(rho, "--rho")
+        if any(not 0 < r < 1 for r in rhos):
+            raise ValueError("--rho values must be in (0, 1)")
+        modes = () if limit.strip() == "none" else tuple(m.strip() for m in limit.split(",") if m.strip())
+        if any(m not in ("untargeted", "targeted") for m in modes):
+            raise ValueError("--limit: untargeted, targeted or none")
+        ks = tuple(int(k) for k in _floats(hybrid_k, "--hybrid-k"))
+        if any(k < 0 for k in ks):
+            raise ValueError("--hybrid-k values must be >= 0")
+        if hybrid_embedder not in ("dlib", "mobilefacenet"):
+            raise ValueError("--hybrid-embedder: dlib or mobilefacenet")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        cfg = FrontierConfig(rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
+                             limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
+                             limit_tol=limit_tol, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
+                             resnet=resnet, seed=seed)
+        sc = get_scale(scale, **({"n_targets": targets} if targets else {}))
+        ctx = EvalContext(sc, faces, models, out, seed, device, threads=threads)
+        result = run_frontier(ctx, cfg, log=lambda m: print(m, flush=True))
+        result["command"] = command_line()
+        result["scale"] = sc.name
+        result["split"] = ctx.split
+        for path in include or ():
+            merge_rows(result, json.loads(path.read_text()), str(path))
+        paths = write_outputs(result, out)
+        if record:
+            for line in record_nets(result, faces, command_line()):
+                print(line)
+    print("wrote " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,278 @@
+"""`hyperobf eval frontier`: how much protection each DSSIM budget buys, per protector and attacker.
+
+Protectors (the ``protector`` field; ``method`` stays the PSP's training source):
+* ``net:<name>`` — each target user gets its own MaskNet from a trained checkpoint (seeded z),
+  under the budget rule; ``net:<name> as issued`` is the same net without it (what ships today);
+* ``limit-untargeted`` / ``limit-targeted`` — per-image optimisation against the white-box
+  embedder, with the stopping rule (:mod:`.limit`);
+* ``hybrid:<name> K=k`` — the user's net gives δ₀, then k signed-gradient steps against the
+  refinement embedder (the one that could ship on the device), under the budget rule.
+
+Data: the evaluation's CelebA split (targets, distractors; :mod:`.splits`). Each target uploads
+``uploads`` protected photos and keeps its clean test photos. Attackers and protocols:
+* ``<embedder>/query`` — protected uploads identified against a clean gallery (distractor
+  centroids + every target's clean test centroid): the face-search engine.
+* ``<embedder>/gallery`` — the target's clean test photos identified when the gallery holds the
+  protected uploads as the target's class (Fawkes's protocol).
+* ``resnet18/gallery`` (optional, costly on a CPU) — ResNet-18 pre-trained on the public set and
+  fine-tuned on distractors + protected uploads, tested on the clean photos.
+Every number is per target user, then mean ± sd over users; the clean level of each attacker
+and protocol is the first row.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..train.losses import dssim
+from .fr import CentroidAttacker, Job
+from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable, sign_steps
+from .stats import summary
+
+
+@dataclass
+class FrontierConfig:
+    rhos: tuple[float, ...] = (0.007, 0.012, 0.017)
+    uploads: int = 10  # protected uploads per target user
+    checkpoints: tuple[str, ...] = ()
+    limit_modes: tuple[str, ...] = ("untargeted", "targeted")
+    limit_steps: int = 100
+    limit_max_steps: int = 400
+    limit_tol: float = 0.02
+    limit_lr: float = 0.01
+    hybrid_k: tuple[int, ...] = (0, 5, 10, 25)
+    hybrid_step: float = 1.5 / 255
+    hybrid_embedder: str = "dlib"  # what the device would bundle (MIT); mobilefacenet = white box
+    whitebox: str = "mobilefacenet"
+    resnet: bool = False
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _centroids(e: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+    return F.normalize(torch.zeros(n, e.shape[1]).index_add_(0, labels, e), dim=1)
+
+
+class QueryAttacker:
+    """Protected uploads vs a clean gallery: distractor centroids + every target's clean test centroid."""
+
+    def __init__(self, embedder, distractor_train, targets) -> None:
+        self.embedder, self.name = embedder, embedder.name
+        n_d = len(distractor_train.classes)
+        e_d = embedder.embed(distractor_train.float())
+        clean = [F.normalize(embedder.embed(t.test.float() / 255.0).sum(0, keepdim=True), dim=1) for t in targets]
+        self.gallery = torch.cat([_centroids(e_d, distractor_train.labels, n_d), *clean])  # (D + U, 128)
+        self.n_d = n_d
+
+    def identified(self, user: int, x: torch.Tensor) -> float:
+        pred = (self.embedder.embed(x) @ self.gallery.T).argmax(1)
+        return float((pred == self.n_d + user).float().mean())
+
+
+class Frontier:
+    """Builds attackers once and measures every protector's protected uploads."""
+
+    def __init__(self, ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -> None:
+        from .embedders import load_embedders
+
+        self.ctx, self.cfg, self.log = ctx, cfg, log
+        d = ctx.data
+        self.uploads = [t.train[:cfg.uploads] for t in d.targets]  # (U,) of (n, 3, S, S) uint8
+        embs = load_embedders(ctx.models_root, ("mobilefacenet", "dlib"), ctx.device, ctx.threads)
+        if not embs:
+            raise ValueError(f"no face embedder under {ctx.models_root} (mobilefacenet.onnx, dlib_resnet_faceapi/)")
+        self.embedders = {e.name: e for e in embs}
+        self.query = {n: QueryAttacker(e, d.distractor_train, d.targets) for n, e in self.embedders.items()}
+        self.gallery = {n: CentroidAttacker(e, d.distractor_train, d.targets) for n, e in self.embedders.items()}
+        self.resnet = None
+        if cfg.resnet:
+            from .fr import ResNetAttacker, pretrain_trunk
+
+            trunk = pretrain_trunk(d.public.images, d.public.labels, ctx.scale, ctx.device, ctx.seed)
+            self.resnet = ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets, ctx.scale,
+                                         ctx.device, ctx.seed)
+        self._grad_embedders: dict[str, torch.nn.Module] = {}
+
+    # --- embedders with gradients (white box / refinement) --------------------------------------
+    def grad_embedder(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        if name not in self._grad_embedders:
+            root = self.ctx.models_root
+            if name == "mobilefacenet":
+                from ..train.feature import load_embedder
+
+                self._grad_embedders[name] = load_embedder(root / "mobilefacenet.onnx")
+            elif name == "dlib":
+                from .dlib_resnet import load_dlib_resnet
+
+                self._grad_embedders[name] = load_dlib_resnet(root / "dlib_resnet_faceapi").embed_differentiable
+            else:
+                raise ValueError(f"unknown embedder {name!r} (mobilefacenet | dlib)")
+        return self._grad_embedders[name]
+
+    # --- measuring ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def measure(self, protected: list[torch.Tensor]) -> dict:
+        """protected[u]: (n, 3, S, S) float [0, 1] (8-bit grid) uploads of user u -> per-user numbers."""
+        out: dict = {"per_user": {}}
+        clean = [u.float() / 255.0 for u in self.uploads]
+        d = torch.cat([dssim(p, c) for p, c in zip(protected, clean)])
+        out["dssim_mean"], out["dssim_max"] = float(d.mean()), float(d.max())
+        out["linf_max"] = float(max((p - c).abs().max() for p, c in zip(protected, clean)))
+        for name, e in self.embedders.items():
+            cos = torch.cat([(e.embed(p) * e.embed(c)).sum(1) for p, c in zip(protected, clean)])
+            out[f"cos_{name}"] = float(cos.mean())
+            q = self.query[name]
+            out["per_user"][f"{name}/query"] = [q.identified(u, p) for u, p in enumerate(protected)]
+            out["per_user"][f"{name}/gallery"] = [r["acc"] for r in self.gallery[name].run(
+                [Job(u, p) for u, p in enumerate(protected)])]
+        if self.resnet is not None:
+            out["per_user"]["resnet18/gallery"] = [r["acc"] for r in self.resnet.run(
+                [Job(u, p) for u, p in enumerate(protected)])]
+        out["acc"] = {k: summary(v) for k, v in out["per_user"].items()}
+        return out
+
+    # --- protectors ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def net_deltas(self, checkpoint: str) -> tuple[str, float, list[torch.Tensor]]:
+        """(name, ρ_pixel, δ per user) of the checkpoint's nets, one net per target user (seeded z)."""
+        from ..models.masknet import apply_batched
+        from ..train.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(checkpoint)
+        src = loaded.source.eval()
+        z = torch.randn(len(self.uploads), src.z_dim, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+        deltas = []
+        for u, up in enumerate(self.uploads):
+            params = src.issue(z[u:u + 1])
+            x = up.float() / 255.0
+            deltas.append(apply_batched(loaded.spec, params, x[None])[0] - x)
+        return Path(checkpoint).parent.name or Path(checkpoint).stem, loaded.spec.rho_pixel, deltas
+
+    def limit(self, rho: float, mode: str) -> tuple[list[torch.Tensor], list[dict]]:
+        cfg, x = self.cfg, [u.float() / 255.0 for u in self.uploads]
+        phi = self.grad_embedder(cfg.whitebox)
+        sizes = [len(v) for v in x]
+        flat = torch.cat(x)
+        target = None
+        if mode == "targeted":  # Fawkes: a far identity among the distractors, one per user
+            e = self.embedders[cfg.whitebox]
+            dist = self.ctx.data.distractor_train
+            cents = _centroids(e.embed(dist.float()), dist.labels, len(dist.classes))
+            own = F.normalize(torch.stack([e.embed(v).mean(0) for v in x]), dim=1)
+            pick = far_targets(cents, own, cfg.seed)
+            target = torch.cat([cents[pick[u]].expand(n, -1) for u, n in enumerate(sizes)])
+        q = self.query[cfg.whitebox]
+
+        def identified(prot: torch.Tensor) -> float:
+            parts = prot.split(sizes)
+            return sum(q.identified(u, p) for u, p in enumerate(parts)) / len(parts)
+
+        lc = LimitConfig(rho=rho, rho_pixel=cfg.extra.get("limit_rho_pixel", 0.05), mode=mode,
+                         steps=cfg.limit_steps, lr=cfg.limit_lr)
+        prot, hist = limit_until_stable(phi, flat, target, lc, identified, cfg.limit_tol, cfg.limit_max_steps,
+                                        cfg.seed, log=self.log)
+        return list(prot.split(sizes)), hist
+
+    def hybrid(self, deltas: list[torch.Tensor], rho_pixel: float) -> dict[int, list[torch.Tensor]]:
+        """{K: δ per user} after K refinement steps from the nets' δ₀ (budget rule applied later)."""
+        cfg = self.cfg
+        phi = self.grad_embedder(cfg.hybrid_embedder)
+        x = [u.float() / 255.0 for u in self.uploads]
+        sizes = [len(v) for v in x]
+        snaps = sign_steps(phi, torch.cat(x), torch.cat(deltas), max(cfg.hybrid_k), cfg.hybrid_step, rho_pixel,
+                           snapshots=tuple(cfg.hybrid_k))
+        return {k: list(v.split(sizes)) for k, v in snaps.items()}
+
+
+def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -> dict:
+    """Every protector at every ρ; returns the JSON-ready result (rows + clean level)."""
+    t_all = time.perf_counter()
+    fr = Frontier(ctx, cfg, log)
+    rows: list[dict] = []
+
+    def add(protector: str, rho: float | None, protected: list[torch.Tensor], seconds: float, **extra) -> None:
+        m = fr.measure(protected)
+        row = {"protector": protector, "rho": rho, "seconds": round(seconds, 1), **m, **extra}
+        rows.append(row)
+        accs = "  ".join(f"{k} {v['mean']:.2f}±{v['sd']:.2f}" for k, v in m["acc"].items())
+        log(f"  {protector:28s} rho {rho if rho is not None else '-':>6}  DSSIM {m['dssim_mean']:.4f} "
+            f"(max {m['dssim_max']:.4f})  cos {m.get('cos_' + cfg.whitebox, float('nan')):.3f}  {accs}")
+
+    t = time.perf_counter()
+    add("clean", 0.0, [u.float() / 255.0 for u in fr.uploads], time.perf_counter() - t)
+    nets = []
+    for ck in cfg.checkpoints:
+        name, rho_pixel, deltas = fr.net_deltas(ck)
+        nets.append((name, rho_pixel, deltas, ck))
+        x = [u.float() / 255.0 for u in fr.uploads]
+        add(f"net:{name} as issued", None, [((xi + di).clamp(0, 1) * 255).round() / 255 for xi, di in zip(x, deltas)],
+            0.0, checkpoint=str(ck))
+    hybrid_cache = {}
+    for rho in cfg.rhos:
+        log(f"rho {rho}:")
+        x = [u.float() / 255.0 for u in fr.uploads]
+        for name, rho_pixel, deltas, ck in nets:
+            t = time.perf_counter()
+            add(f"net:{name}", rho, [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, deltas)],
+                time.perf_counter() - t, checkpoint=str(ck))
+            if cfg.hybrid_k and any(k > 0 for k in cfg.hybrid_k):
+                if name not in hybrid_cache:  # the steps do not depend on ρ: computed once, fitted per ρ
+                    t = time.perf_counter()
+                    hybrid_cache[name] = (fr.hybrid(deltas, rho_pixel), time.perf_counter() - t)
+                snaps, secs = hybrid_cache[name]
+                for k in sorted(snaps):
+                    if k == 0:
+                        continue
+                    add(f"hybrid:{name} K={k}", rho, [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, snaps[k])],
+                        secs, refine_embedder=cfg.hybrid_embedder, k=k, step=cfg.hybrid_step)
+        for mode in cfg.limit_modes:
+            t = time.perf_counter()
+            prot, hist = fr.limit(rho, mode)
+            add(f"limit-{mode}", rho, prot, time.perf_counter() - t, history=hist, whitebox=cfg.whitebox)
+    return {
+        "rows": rows, "config": {**cfg.__dict__, "rhos": list(cfg.rhos)}, "seconds": round(time.perf_counter() - t_all, 1),
+        "targets": len(fr.uploads), "uploads_per_target": cfg.uploads,
+        "test_per_target": [len(t.test) for t in ctx.data.targets],
+        "distractors": len(ctx.data.distractor_train.classes), "attackers": sorted(rows[0]["acc"]),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "torch_threads": torch.get_num_threads(), "loadavg": list(__import__("os").getloadavg())},
+    }
+
+
+def merge_rows(result: dict, earlier: dict, source: str) -> None:
+    """Add an earlier run's rows (not its clean row) to ``result``; ValueError unless it measured the
+    same users, uploads and attackers (then its numbers are comparable row for row)."""
+    same = {k: (result.get(k), earlier.get(k)) for k in ("targets", "uploads_per_target", "attackers", "distractors")}
+    split_a = {k: result["split"].get(k) for k in ("seed", "fr_source", "targets", "distractors")}
+    split_b = {k: earlier.get("split", {}).get(k) for k in ("seed", "fr_source", "targets", "distractors")}
+    if any(a != b for a, b in same.values()) or split_a != split_b:
+        raise ValueError(f"{source}: not the same split, uploads or attackers as this run; cannot join its rows")
+    clean_a = next(r for r in result["rows"] if r["protector"] == "clean")["acc"]
+    clean_b = next(r for r in earlier["rows"] if r["protector"] == "clean")["acc"]
+    if any(abs(clean_a[k]["mean"] - clean_b[k]["mean"]) > 1e-9 for k in clean_a):
+        raise ValueError(f"{source}: its clean level differs from this run's (other attackers' state)")
+    result["rows"] += [dict(r, included_from=source) for r in earlier["rows"] if r["protector"] != "clean"]
+    result.setdefault("included", []).append({"source": source, "command": earlier.get("command"),
+                                              "seconds": earlier.get("seconds"), "machine": earlier.get("machine")})
+
+
+def write_outputs(result: dict, out: Path) -> list[Path]:
+    """frontier.json, report.md and frontier.png (identification vs DSSIM per attacker/protocol)."""
+    from .frontier_report import plot, report_md
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "frontier.json", out / "report.md", out / "frontier.png"]
+    tmp = paths[0].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
+    tmp.replace(paths[0])
+    paths[1].write_text(report_md(result))
+    plot(result, paths[2])
+    return paths

@@ -1,0 +1,102 @@
+"""The frontier's report (markdown table) and plot (identification vs DSSIM, one line per protector)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def _family(protector: str) -> str:
+    """Rows of one family form one line across budgets (e.g. every ``net:D14`` row)."""
+    return protector
+
+
+def _cell(s: dict | None) -> str:
+    if not s or s.get("mean") is None:
+        return "–"
+    return f"{s['mean']:.2f} ± {s['sd']:.2f}"
+
+
+def report_md(result: dict) -> str:
+    attackers = result["attackers"]
+    cfg = result["config"]
+    lines = [
+        "# Budget–protection frontier",
+        "",
+        f"{result['targets']} target users × {result['uploads_per_target']} protected uploads, "
+        f"{result['distractors']} distractor identities; clean test photos per target: "
+        f"{min(result['test_per_target'])}–{max(result['test_per_target'])}. Identification: share of the "
+        "attacker's queries labelled as the target (mean ± sd over target users). `query`: protected uploads "
+        "against a clean gallery; `gallery`: clean photos against a gallery holding the protected uploads "
+        "(Fawkes). Budget rule for every row with a ρ: 8-bit output, per-image DSSIM ≤ ρ (δ scaled down to fit), "
+        f"|δ| ≤ the clip. White box of the limit: {cfg['whitebox']}; hybrid refinement embedder: "
+        f"{cfg['hybrid_embedder']} (step {cfg['hybrid_step']:.4f}).",
+        "",
+        f"Machine: {result['machine']['processor']}, {result['machine']['torch_threads']} torch threads, load "
+        f"{', '.join(f'{x:.1f}' for x in result['machine']['loadavg'])} at the end; wall {result['seconds']:.0f} s.",
+        "",
+        "| protector | ρ | DSSIM mean (max) | cos " + " | cos ".join(k[4:] for k in sorted(result['rows'][0]) if k.startswith("cos_"))
+        + " | " + " | ".join(attackers) + " | s |",
+        "|---|---|---|" + "---|" * (len([k for k in result['rows'][0] if k.startswith('cos_')]) + len(attackers) + 1),
+    ]
+    for r in result["rows"]:
+        cos = " | ".join(f"{r[k]:.3f}" for k in sorted(r) if k.startswith("cos_"))
+        accs = " | ".join(_cell(r["acc"].get(a)) for a in attackers)
+        rho = "–" if r["rho"] is None else f"{r['rho']:g}"
+        lines.append(f"| {r['protector']} | {rho} | {r['dssim_mean']:.4f} ({r['dssim_max']:.4f}) | {cos} | {accs} | "
+                     f"{r['seconds']:.0f} |")
+    for inc in result.get("included", []):
+        lines.append(f"\nRows from `{inc['source']}` (same split, uploads and attackers; {inc['seconds']:.0f} s): "
+                     f"`{inc['command']}`")
+    hist = [r for r in result["rows"] if r.get("history")]
+    if hist:
+        lines += ["", "Stopping rule of the limit (steps doubled with a fresh restart, better run kept per photo, "
+                  f"until identification moves < {cfg['limit_tol']}; cap {cfg['limit_max_steps']} steps):", ""]
+        for r in hist:
+            steps = " → ".join(f"{h['steps']}: {h['identified']:.3f}" for h in r["history"])
+            ok = "converged" if r["history"][-1].get("converged") else "NOT converged at the cap"
+            lines.append(f"- {r['protector']} ρ {r['rho']:g}: {steps} ({ok})")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attackers = result["attackers"]
+    cols = min(3, len(attackers))
+    rows_n = -(-len(attackers) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 4 * rows_n), squeeze=False)
+    clean = next(r for r in result["rows"] if r["protector"] == "clean")
+    families: dict[str, list[dict]] = {}
+    for r in result["rows"]:
+        if r["rho"] and r["protector"] != "clean":
+            families.setdefault(_family(r["protector"]), []).append(r)
+    for ax, att in zip(axes.flat, attackers):
+        for fam, rs in families.items():
+            rs = sorted(rs, key=lambda r: r["rho"])
+            xs = [r["dssim_mean"] for r in rs]
+            ys = [r["acc"][att]["mean"] for r in rs]
+            es = [r["acc"][att]["sd"] for r in rs]
+            style = "--" if fam.startswith("limit") else ("-." if fam.startswith("hybrid") else "-")
+            ax.errorbar(xs, ys, yerr=es, fmt="o" + style, capsize=2, label=re.sub(r"^net:", "net ", fam), alpha=0.8)
+        for r in result["rows"]:
+            if r["rho"] is None:  # nets as issued (no budget rule): single points
+                ax.plot([r["dssim_mean"]], [r["acc"][att]["mean"]], "k*", ms=9)
+        ax.axhline(clean["acc"][att]["mean"], color="grey", lw=1, ls=":", label="clean")
+        ax.set_title(att)
+        ax.set_xlabel("mean DSSIM of the protected uploads")
+        ax.set_ylabel("identification")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(attackers):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="lower left")
+    m = result["machine"]
+    fig.suptitle(f"Budget–protection frontier ({result['targets']} users; {m['processor']}, "
+                 f"{m['torch_threads']} threads); * = net as issued", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,130 @@
+"""Issue 12: the budget rule, the per-image limit, its stopping rule, the hybrid steps, the frontier command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyperobf.eval.limit import LimitConfig, fit_budget, far_targets, limit_until_stable, per_image, sign_steps
+from hyperobf.train.losses import dssim
+
+
+class ToyEmbedder(nn.Module):
+    """A fixed random conv embedder: (N, 3, H, W) -> unit (N, 16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 16, 5, 2)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(torch.tanh(self.conv(x)).mean((2, 3)), dim=1)
+
+
+def _faces(n: int = 6, size: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    base = F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=size, mode="bilinear")  # smooth, face-like
+    return base.clamp(0, 1)
+
+
+@pytest.mark.parametrize("rho", [0.002, 0.01])
+def test_budget_rule_holds_after_rounding_and_keeps_what_fits(rho):
+    x = (_faces() * 255).round() / 255
+    delta = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)) * 0.05
+    y = fit_budget(x, delta, rho, 0.03)
+    assert torch.equal(y, (y * 255).round() / 255)  # an 8-bit image
+    assert float(dssim(y, x).max()) <= rho  # the budget, after rounding
+    assert float((y - x).abs().max()) <= 0.03 + 0.5 / 255  # the clip (plus rounding)
+    assert float(dssim(y, x).min()) > rho * 0.5  # scaled down to the budget, not to nothing
+
+
+def test_budget_rule_leaves_small_perturbations_alone():
+    x = (_faces() * 255).round() / 255
+    delta = torch.full_like(x, 2 / 255)
+    y = fit_budget(x, delta, 0.5, 0.03)
+    assert torch.allclose(y, ((x + delta).clamp(0, 1) * 255).round() / 255)
+
+
+def test_limit_moves_features_more_with_more_budget():
+    phi = ToyEmbedder()
+    x = (_faces() * 255).round() / 255
+    cos = []
+    for rho in (0.002, 0.02):
+        y = per_image(phi, x, None, LimitConfig(rho=rho, rho_pixel=0.05, steps=30, lr=0.05, batch=4))
+        assert float(dssim(y, x).max()) <= rho
+        cos.append(float((phi(y) * phi(x)).sum(1).mean()))
+    assert cos[1] < cos[0] < 1.0
+
+
+def test_targeted_limit_pulls_toward_the_target():
+    phi = ToyEmbedder()
+    x = (_faces() * 255).round() / 255
+    target = phi(x.flip(0))  # someone else's embedding
+    y = per_image(phi, x, target, LimitConfig(rho=0.02, mode="targeted", steps=30, lr=0.05))
+    assert float((phi(y) * target).sum(1).mean()) > float((phi(x) * target).sum(1).mean())
+
+
+def test_stopping_rule_doubles_until_stable():
+    phi = ToyEmbedder()
+    x = (_faces(4) * 255).round() / 255
+    seq = iter([0.9, 0.5, 0.49])
+    calls = []
+
+    def identified(prot):
+        calls.append(len(prot))
+        return next(seq)
+
+    _, hist = limit_until_stable(phi, x, None, LimitConfig(rho=0.01, steps=2), identified, tol=0.02,
+                                 max_steps=100, log=lambda m: None)
+    assert [h["steps"] for h in hist] == [2, 4, 8] and hist[-1]["converged"]
+    seq2 = iter([0.9, 0.5])
+    _, hist2 = limit_until_stable(phi, x, None, LimitConfig(rho=0.01, steps=2), lambda p: next(seq2), tol=0.02,
+                                  max_steps=4, log=lambda m: None)
+    assert [h["steps"] for h in hist2] == [2, 4] and not hist2[-1]["converged"]  # the cap, said so
+
+
+def test_sign_steps_push_features_away_and_respect_the_clip():
+    phi = ToyEmbedder()
+    x = _faces()
+    # from the net's δ₀ (never exactly 0: there the push's gradient vanishes, Φ(x ⊕ 0) = Φ(x))
+    delta0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(3)) * 1e-3
+    out = sign_steps(phi, x, delta0, 6, 2 / 255, 0.03, snapshots=(0, 3))
+    assert sorted(out) == [0, 3, 6]
+    cos = [float((phi((x + out[k]).clamp(0, 1)) * phi(x)).sum(1).mean()) for k in (0, 3, 6)]
+    assert cos[0] > cos[1] > cos[2]
+    assert float(out[6].abs().max()) <= 0.03 + 1e-6
+
+
+def test_far_targets_come_from_the_farther_half():
+    cents = F.normalize(torch.eye(4)[:, :4] + 0.01, dim=1)
+    own = cents[:2]
+    pick = far_targets(cents, own, seed=0)
+    sim = own @ cents.T
+    for u, k in enumerate(pick.tolist()):
+        assert sim[u, k] <= sim[u].median()
+
+
+@pytest.mark.slow
+def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
+    from typer.testing import CliRunner
+
+    from conftest import shared_path
+    from hyperobf.cli import app
+
+    faces, models = shared_path("data", "faces"), shared_path("models")
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(tiny_checkpoint.read_bytes())
+    r = CliRunner().invoke(app, ["eval", "frontier", "--scale", "tiny", "--uploads", "2", "--limit-steps", "1",
+                                 "--limit-max-steps", "2", "--hybrid-k", "0,1", "--rho", "0.01", "--checkpoint", str(ck),
+                                 "--faces", str(faces), "--models", str(models), "--out", str(tmp_path / "f")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "f" / "frontier.json").read_text())
+    kinds = {row["protector"].split(":")[0].split(" ")[0] for row in res["rows"]}
+    assert {"clean", "net", "hybrid", "limit-untargeted", "limit-targeted"} <= kinds
+    assert all(row["dssim_max"] <= 0.01 for row in res["rows"] if row["rho"])
+    assert "recorded in" in r.output
