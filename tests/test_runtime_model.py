@@ -23,7 +23,8 @@ runner = CliRunner()
 
 
 def test_runtime_and_protect_command_do_not_import_torch(tmp_path, models):  # noqa: F811
-    code = "import hyperobf.device_runtime, hyperobf.cli.protect_cmd, sys; assert 'torch' not in sys.modules"
+    code = ("import hyperobf.device_runtime, hyperobf.device_runtime.refine, hyperobf.refiner_meta, hyperobf.cli.protect_cmd, sys; "
+            "assert 'torch' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     # The real command line, with a poisoned `torch` first on the path: any import of it fails the run.

@@ -102,11 +102,11 @@ def _with_refiner(options, net, folder: Path | None, steps: int | None, has_dete
 
     if folder is None:
         fail("--refine-steps needs --refiner")
-    if not has_detector or options.mode == "whole":
-        fail("--refiner refines detected faces: give --detector (face mode)")
     with errors_as_one_line(RefinerError):
         ref = load_refiner(folder, config=session)
         k = ref.default_steps if steps is None else steps
         RefinedModel(net, ref, k)  # the crop sizes must agree
+    if not has_detector or options.mode == "whole":
+        fail("--refiner refines detected faces: give --detector (face mode)")
     console.print(f"note: refining each face with {k} step(s) against {ref.name} (licence: {ref.licence})", markup=False)
     return dataclasses.replace(options, refiner=ref, refine_steps=k)

@@ -26,13 +26,14 @@ def export_refiner(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a refiner already in --out.")] = False,
 ) -> None:
     """Export one refinement step against a frozen embedder, and the embedder, to plain ONNX (+ refiner.json)."""
-    from ..refine.bundle import RefinerExportError, export_refiner as run_export
+    from ..refine.bundle import RefinerExportError, check_out, export_refiner as run_export
     from ..refine.embedders import load_refine_embedder
 
     if not 0 < step_size <= 1 or not 0 < rho_pixel <= 1:
         fail("--step-size and --rho-pixel must be in (0, 1]")
     root = models or (Path(os.environ["HYPEROBF_MODELS"]) if os.environ.get("HYPEROBF_MODELS") else _SHARED_MODELS)
     with errors_as_one_line(ValueError, FileNotFoundError, RefinerExportError):
+        check_out(out, overwrite)  # before the embedder takes seconds to load
         emb = load_refine_embedder(embedder, root)
         meta = run_export(emb, out, step_size, rho_pixel, default_steps, verify_faces, overwrite=overwrite)
     p = meta["parity"]

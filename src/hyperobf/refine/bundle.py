@@ -46,7 +46,7 @@ def start_deltas(x: np.ndarray, rho: float, seed: int = 0) -> np.ndarray:
     return np.clip(x + d, 0.0, 1.0) - x
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RefinerExportError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -58,7 +58,7 @@ def export_refiner(embedder: FaceEmbedder, out: str | Path, step_size: float = D
                    n_faces: int = 4, overwrite: bool = False) -> dict:
     """Export, check parity, write the folder; returns refiner.json's dict. Nothing is written on failure."""
     out = Path(out)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     if not 0 < step_size <= 1 or not 0 < rho_pixel <= 1 or default_steps < 0:
         raise RefinerExportError("step size and rho_pixel must be in (0, 1], default steps >= 0")
     info = embedder.info

@@ -51,7 +51,7 @@ class FaceEmbedder(nn.Module):
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.resize = info.net_size != info.input_size
-        r = resize_matrix(info.net_size, info.input_size, antialias) if self.resize else torch.zeros(0)
+        r = resize_matrix(info.net_size, info.input_size, antialias) if self.resize else torch.zeros(0, 0)
         self.register_buffer("rows", r, persistent=False)  # (net, S)
         self.register_buffer("cols", r.T.contiguous(), persistent=False)  # (S, net)
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
