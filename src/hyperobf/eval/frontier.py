@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..train.losses import dssim
 from .fr import CentroidAttacker, Job
-from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable, sign_steps
+from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable
 from .stats import summary
 
 
@@ -182,14 +182,26 @@ class Frontier:
         return list(prot.split(sizes)), hist
 
     def hybrid(self, deltas: list[torch.Tensor], rho_pixel: float) -> dict[int, list[torch.Tensor]]:
-        """{K: δ per user} after K refinement steps from the nets' δ₀ (budget rule applied later)."""
+        """{K: δ per user} after K refinement steps from the nets' δ₀ (budget rule applied later): the
+        device's own step (:func:`hyperobf.refine.step.refine_torch`, the graph the ONNX step is traced
+        from) against the embedder the device would bundle."""
+        from ..refine.embedders import load_refine_embedder
+        from ..refine.step import refine_torch
+
         cfg = self.cfg
-        phi = self.grad_embedder(cfg.hybrid_embedder)
+        if cfg.hybrid_embedder not in self._grad_embedders:
+            self._grad_embedders[cfg.hybrid_embedder] = load_refine_embedder(
+                cfg.hybrid_embedder if cfg.hybrid_embedder == "dlib" else self.ctx.models_root / "mobilefacenet.onnx",
+                self.ctx.models_root)
+        phi = self._grad_embedders[cfg.hybrid_embedder]
         x = [u.float() / 255.0 for u in self.uploads]
         sizes = [len(v) for v in x]
-        snaps = sign_steps(phi, torch.cat(x), torch.cat(deltas), max(cfg.hybrid_k), cfg.hybrid_step, rho_pixel,
-                           snapshots=tuple(cfg.hybrid_k))
-        return {k: list(v.split(sizes)) for k, v in snaps.items()}
+        xs, delta, done, out = torch.cat(x), torch.cat(deltas), 0, {}
+        for k in sorted(set(cfg.hybrid_k)):  # snapshots: continue from the previous K
+            delta = refine_torch(phi, xs, delta, k - done, cfg.hybrid_step, rho_pixel)
+            done = k
+            out[k] = list(delta.split(sizes))
+        return out
 
 
 def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -> dict:

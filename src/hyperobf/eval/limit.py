@@ -17,8 +17,8 @@ frozen embedder Φ with J = J1 + λ·max(DSSIM − ρ, 0), then the budget rule.
 **The stopping rule** (:func:`limit_until_stable`): double the steps, with a fresh random restart,
 keep per photo the better of the runs, until identification moves by less than ``tol``.
 
-**Hybrid** (:func:`sign_steps`): K signed-gradient steps from a net's δ₀ against an embedder (what
-the device runs after its MaskNet; see ``hyperobf.refine`` for the ONNX export).
+The hybrid (a net's δ₀, then K on-device signed-gradient steps) uses the device's own step,
+:func:`hyperobf.refine.step.refine_torch`, under the same budget rule.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..train.losses import dssim
 
@@ -149,36 +148,6 @@ def limit_until_stable(phi: Callable, x: torch.Tensor, target: torch.Tensor | No
     return best, history
 
 
-def sign_steps(phi: Callable, x: torch.Tensor, delta0: torch.Tensor, k: int, step: float, rho_pixel: float,
-               snapshots: tuple[int, ...] = ()) -> dict[int, torch.Tensor]:
-    """Hybrid refinement: K untargeted signed-gradient steps from δ₀ (N, 3, H, W) against Φ.
-
-    δ ← clip(δ + step·sign(∇δ ‖Φ(x ⊕ δ) − Φ(x)‖), ±ρ_pixel), x ⊕ δ kept in [0, 1]. Returns {K': δ after K'
-    steps} for every K' in ``snapshots`` ∪ {k} (the budget rule is the caller's). Same math as the
-    on-device ONNX step.
-    """
-    with torch.no_grad():
-        e0 = phi(x)
-    delta = delta0.clone()
-    out = {0: delta0.clone()} if 0 in snapshots else {}
-    for i in range(1, k + 1):
-        d = delta.detach().requires_grad_(True)
-        e = phi((x + d).clamp(0, 1))
-        dist = (e - e0).pow(2).sum(1).add(1e-12).sqrt().sum()
-        (grad,) = torch.autograd.grad(dist, d)
-        with torch.no_grad():
-            delta = (delta + step * grad.sign()).clamp(-rho_pixel, rho_pixel)
-            delta = (x + delta).clamp(0, 1) - x
-        if i in snapshots or i == k:
-            out[i] = delta.clone()
-    return out
-
-
-def cost_image_steps(n_images: int, steps: int) -> int:
-    """Embedder forward+backward passes a run costs (for the report's budget line)."""
-    return n_images * steps
-
-
 def far_targets(centroids: torch.Tensor, own: torch.Tensor, seed: int) -> torch.Tensor:
     """Each user's target identity, as Fawkes chooses it: a random one from the farther half of the
     candidate centroids (K, D) as seen from the user's own centroid own (U, D) -> indices (U,)."""
@@ -190,7 +159,3 @@ def far_targets(centroids: torch.Tensor, own: torch.Tensor, seed: int) -> torch.
         far = order[: max(1, math.ceil(len(order) / 2))]
         out.append(int(far[torch.randint(len(far), (1,), generator=g)]))
     return torch.tensor(out, dtype=torch.int64)
-
-
-def normalise(e: torch.Tensor) -> torch.Tensor:
-    return F.normalize(e, dim=1)
