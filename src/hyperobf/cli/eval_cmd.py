@@ -143,6 +143,7 @@ def frontier(
     limit_tol: Annotated[float, typer.Option(min=0.0, help="Stop doubling when identification moves less than this.")] = 0.02,
     hybrid_k: Annotated[str, typer.Option(help="Hybrid: on-device refinement steps after the net (0 = none).")] = "0,5,10,25",
     hybrid_embedder: Annotated[str, typer.Option(help="Embedder the device refines against: dlib (MIT, shippable) | mobilefacenet.")] = "dlib",
+    whitebox: Annotated[str, typer.Option(help="Embedder the per-image limit optimises against: mobilefacenet | dlib | both (ensemble); the others are black boxes.")] = "mobilefacenet",
     resnet: Annotated[bool, typer.Option("--resnet", help="Also attack with the ResNet-18 trained on the uploads (slow on a CPU).")] = False,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
     faces: Annotated[Optional[Path], typer.Option(help="Faces root (default ../shared/data/faces).", file_okay=False)] = None,
@@ -178,6 +179,8 @@ def frontier(
             raise ValueError("--hybrid-k values must be >= 0")
         if hybrid_embedder not in ("dlib", "mobilefacenet"):
             raise ValueError("--hybrid-embedder: dlib or mobilefacenet")
+        if whitebox not in ("mobilefacenet", "dlib", "both"):
+            raise ValueError("--whitebox: mobilefacenet, dlib or both")
         if threads:
             import torch
 
@@ -185,7 +188,7 @@ def frontier(
         cfg = FrontierConfig(rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
                              limit_tol=limit_tol, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
-                             resnet=resnet, seed=seed)
+                             resnet=resnet, seed=seed, whitebox=whitebox)
         sc = get_scale(scale, **({"n_targets": targets} if targets else {}))
         ctx = EvalContext(sc, faces, models, out, seed, device, threads=threads)
         result = run_frontier(ctx, cfg, log=lambda m: print(m, flush=True))
