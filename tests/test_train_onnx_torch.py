@@ -59,7 +59,9 @@ def test_mobilefacenet_matches_onnxruntime():
     path = shared_path("models", "mobilefacenet.onnx")
     x = np.random.default_rng(0).standard_normal((2, 3, 112, 112)).astype(np.float32)
     ref = _ort_batch(path, x)
+    m = load_onnx_module(path)
     with torch.no_grad():
-        out = load_onnx_module(path)(torch.from_numpy(x)).numpy()
+        out = m(torch.from_numpy(x)).numpy()  # batch 2 through a graph declared with batch 1
     assert out.shape == (2, 128)
     np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert m.state_dict() == {} and not list(m.parameters())  # frozen, never in a checkpoint

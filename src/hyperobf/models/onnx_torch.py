@@ -1,12 +1,32 @@
 """A small ONNX -> torch converter for frozen face embedders (the feature objective's Φ).
 
-onnx2torch needs torchvision, which cannot be installed here, so this interprets an ONNX
-graph node by node with torch ops. It covers the ops common in face embedders (Conv,
-BatchNormalization, PRelu, Relu, Clip, Add/Sub/Mul/Div, Flatten, Reshape, Gemm, MatMul,
-GlobalAveragePool, Constant, plus the Shape/Gather/Unsqueeze/Concat chain that torch exports
-for ``x.view(x.size(0), -1)``). Weights become *non-persistent* buffers: the module is frozen,
-gradients flow to the input only, and state_dicts (hence our checkpoints) never carry the
-third-party weights.
+Interprets an ONNX graph node by node with torch ops. It covers the ops common in face
+embedders (Conv, BatchNormalization, PRelu, Relu, Clip, Add/Sub/Mul/Div, Flatten, Reshape, Gemm,
+MatMul, GlobalAveragePool, Constant, plus the Shape/Gather/Unsqueeze/Concat chain that torch
+exports for ``x.view(x.size(0), -1)``). Weights become *non-persistent* buffers: the module is
+frozen, gradients flow to the input only, and state_dicts (hence our checkpoints) never carry
+the third-party weights.
+
+Why not onnx2torch (measured 2026-11-29, issue 14; ``benchmarks/bench_embedder.py``):
+
+* it does not import here: ``import onnx2torch`` imports torchvision, and the torchvision 0.28.0
+  wheels on PyPI (cp311 and cp313) link libtorch_cuda.so / libc10_cuda.so / libcudart.so.13,
+  which the pinned torch 2.13.0+cpu does not have ("RuntimeError: operator torchvision::nms
+  does not exist"); a CPU torchvision build is not on PyPI, and CUDA torch is a multi-GB install;
+* with torchvision stubbed out for the measurement, its MobileFaceNet matched onnxruntime
+  (2.6e-6) but only at batch 1 — the graph's constant ``Reshape [1, -1]`` turns a batch of 2
+  into one (1, 256) row, silently — and its weights are trainable parameters in the state_dict
+  (167 keys), so we would still need our own graph rewrite and buffer conversion;
+* speed, MobileFaceNet forward + backward to the input, 1 thread, AMD EPYC (2 cores, load ~5 from a
+  neighbouring training job), steps/s this module vs onnx2torch: batch 64 (20 steps, 2 rounds)
+  0.189 vs 0.198 with Clip as clamp; onnx2torch maps Clip(0, 6) to ReLU6, and a clamp cost ~30 %
+  more per step (batch 16: 1.12 s vs 0.77 s), so Clip with both bounds runs as ``hardtanh`` here
+  too. After that both run the same kernels (profile: convolution, clamp, hardtanh_backward) and
+  the rest is load noise: batch 64 0.307 vs 0.343, batch 32 (5 steps, 5 rounds) 0.669 vs 0.616,
+  rounds of one converter spreading 4.9–8.4 s (``benchmarks/results/embedder*.json``).
+* Python 3.13: the cp313 torchvision 0.28.0 wheel links the same CUDA libraries, and the only
+  torch 2.13.0 for cp313 here is PyPI's CUDA build, so neither converter was run under 3.13 on
+  this machine; this module is plain Python over torch and onnx, which both publish cp313 wheels.
 """
 
 from __future__ import annotations
@@ -127,6 +147,8 @@ def _clip(args: list, a: dict) -> torch.Tensor:
     hi = args[2] if len(args) > 2 and args[2] is not None else a.get("max")
     lo = float(lo) if lo is not None else None
     hi = float(hi) if hi is not None else None
+    if lo is not None and hi is not None:  # ReLU6 and friends: hardtanh's kernel is ~30 % faster than clamp's
+        return F.hardtanh(args[0], lo, hi)
     return args[0].clamp(lo, hi)
 
 
