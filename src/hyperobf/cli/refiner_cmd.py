@@ -21,7 +21,7 @@ def export_refiner(
     models: Annotated[Optional[Path], typer.Option(help="Folder holding dlib_resnet_faceapi/ (default $HYPEROBF_MODELS, else ../shared/models).", file_okay=False)] = None,
     step_size: Annotated[float, typer.Option(help="η per step (default 1/255: one grey level).")] = 1.0 / 255.0,
     rho_pixel: Annotated[float, typer.Option(help="Per-pixel clip ρ recorded as the default (protect uses the MaskNet's own).")] = 0.03,
-    default_steps: Annotated[int, typer.Option(min=0, help="K the device uses when --refine-steps is not given.")] = 10,
+    default_steps: Annotated[int, typer.Option(min=0, help="K the device uses when --refine-steps is not given (25: a photo with one face in ~1.3 s on one loaded EPYC core, benchmarks/results/refine.json).")] = 25,
     verify_faces: Annotated[Optional[Path], typer.Option(help="ImageFolder of 112² faces for the parity check (default: embedded synthetic faces).", file_okay=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a refiner already in --out.")] = False,
 ) -> None:

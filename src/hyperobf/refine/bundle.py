@@ -54,7 +54,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def export_refiner(embedder: FaceEmbedder, out: str | Path, step_size: float = DEFAULT_STEP,
-                   rho_pixel: float = DEFAULT_RHO, default_steps: int = 10, faces_dir: str | Path | None = None,
+                   rho_pixel: float = DEFAULT_RHO, default_steps: int = 25, faces_dir: str | Path | None = None,
                    n_faces: int = 4, overwrite: bool = False) -> dict:
     """Export, check parity, write the folder; returns refiner.json's dict. Nothing is written on failure."""
     out = Path(out)
