@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI check (issue 14): a Python 3.13 venv with only the device extra (`pip install ".[device]"`, no torch)
-# protects a photo with a MaskNet that the PSP side (the active venv: train + export, torch) issued.
+# protects a photo with a MaskNet that the PSP side (the active venv: train + export, torch) issued, then
+# creates an account on `hyperobf serve`, fetches a MaskNet from it and protects the photo again (--overwrite).
 #   bash scripts/ci_device_py313.sh            # the active venv must have the psp extra (hyperobf train)
 # Python 3.13 is $PY313, else python3.13 on PATH, else the newest pyenv 3.13.x; none found is a failure.
 set -euo pipefail
@@ -55,4 +56,25 @@ echo "$out"
 echo "$out" | grep -q "^protected 1, skipped 0, failed 0$"
 "$work/venv313/bin/python" -c "
 from PIL import Image; im = Image.open('$work/photo_protected.jpg'); assert im.size == (320, 240), im.size"
+
+# The same user through the PSP: `hyperobf serve` (this venv) on a loopback port; account + fetch from 3.13.
+port="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+hyperobf serve --checkpoint "$work/run/checkpoint.pt" --db "sqlite:///$work/psp.db" --port "$port" \
+    >"$work/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill "$serve_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 120); do
+    "$work/venv313/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v1/health', timeout=1)" \
+        2>/dev/null && break
+    kill -0 "$serve_pid" 2>/dev/null || { tail -n 20 "$work/serve.log" >&2; exit 1; }
+    sleep 0.5
+done
+grep -q "verifier open" "$work/serve.log" || { echo "error: the PSP's start-up log names no verifier" >&2; exit 1; }
+export HYPEROBF_ACCOUNT="$work/account.json"
+"$work/venv313/bin/hyperobf" account create --server "http://127.0.0.1:$port"
+"$work/venv313/bin/hyperobf" fetch -o "$work/fetched" --shape dynamic
+fetched="$(ls "$work"/fetched/*.onnx | head -n 1)"
+out="$("$work/venv313/bin/hyperobf" protect "$work/photo.jpg" -m "$fetched" --manifest "$work/fetched/manifest.jsonl" --overwrite)"
+echo "$out" | grep -q "^protected 1, skipped 0, failed 0$" || { echo "$out" >&2; exit 1; }
+kill "$serve_pid"
 echo "python 3.13 device install: $("$work/venv313/bin/python" -V), protected a photo in $((SECONDS - t0)) s"

@@ -6,6 +6,7 @@ into a Python 3.13 venv with only the device extra: scripts/ci_device_py313.sh.)
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
@@ -71,3 +72,18 @@ def test_runtime_from_the_wheel_protects_without_torch(wheel, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "protected 1, skipped 0, failed 0" in r.stdout
     assert Image.open(tmp_path / "me_protected.png").size == (48, 40)
+
+    # the PSP client from the wheel needs neither torch nor the service's packages
+    poison = Path(env["PYTHONPATH"].split(":", 1)[0])
+    for pkg in ("fastapi", "sqlalchemy", "httpx"):
+        (poison / pkg).mkdir()
+        (poison / pkg / "__init__.py").write_text(f"raise ImportError('{pkg} was imported by the client')\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    client = script.replace(f"'protect', {str(tmp_path / 'me.png')!r}, '-m', {str(model)!r}",
+                            f"'account', 'create', '--server', 'http://127.0.0.1:{port}', "
+                            f"'--account-file', {str(tmp_path / 'acc.json')!r}")
+    r = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr == f"error: cannot reach the PSP at http://127.0.0.1:{port}: Connection refused\n"
