@@ -14,7 +14,9 @@ Record (JSON)::
                   "acc_clean": 1.0, "acc_protected": 0.911, "dssim_mean": 0.0072, "dssim_max": 0.015,
                   "queries": 281, "identities": 24, "date": "...", "command": "hyperobf ..."}]}
 
-An entry is keyed by (attacker, protocol, data): a new measurement replaces the old one.
+An entry is keyed by (attacker, protocol, data, preset): a new measurement replaces the old one.
+Entries with a ``preset`` were measured under that preset's budget (:mod:`hyperobf.presets`);
+entries without one measured the net as issued, with no budget enforced.
 """
 
 from __future__ import annotations
@@ -63,11 +65,16 @@ def validate(record: Any) -> dict | None:
     return record
 
 
+def _key(e: dict) -> tuple:
+    """What identifies a measurement: attacker, protocol, data and the preset (budget) it ran under."""
+    return (*(e[k] for k in _KEY), e.get("preset"))
+
+
 def merge(record: dict | None, entries: list[dict], preset: str | None = None) -> dict:
-    """``record`` with ``entries`` added; an entry with the same (attacker, protocol, data) is replaced."""
+    """``record`` with ``entries`` added; an entry with the same (attacker, protocol, data, preset) is replaced."""
     old = list((validate(record) or {}).get("entries", []))
-    keys = {tuple(e[k] for k in _KEY) for e in entries}
-    kept = [e for e in old if tuple(e[k] for k in _KEY) not in keys]
+    keys = {_key(e) for e in entries}
+    kept = [e for e in old if _key(e) not in keys]
     out = {"version": RECORD_VERSION, "updated": now(), "preset": (record or {}).get("preset"),
            "entries": kept + list(entries)}
     if preset is not None:

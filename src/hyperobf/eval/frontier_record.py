@@ -1,7 +1,8 @@
-"""Frontier -> protection record: each net's *as issued* numbers go into its checkpoint's record.
+"""Frontier -> protection record: each net's numbers go into its checkpoint's record.
 
-Only the as-issued rows are recorded: they are what `hyperobf export` ships (the budget rule's
-per-image scaling is an evaluation device, not part of the exported net).
+Recorded: the net *as issued* (no budget enforced: what `hyperobf protect` does without a preset)
+and the net under each preset's budget (:mod:`hyperobf.presets`: what `protect --preset` ships).
+Rows at other budgets stay in the frontier's table only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ PROTOCOLS = {
 }
 
 
-def entries_for(result: dict, row: dict, faces: Path, command: str) -> list[dict]:
+def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str | None = None) -> list[dict]:
     from ..protection import entry
 
     clean = next(r for r in result["rows"] if r["protector"] == "clean")
@@ -27,7 +28,8 @@ def entries_for(result: dict, row: dict, faces: Path, command: str) -> list[dict
         n_q = (result["uploads_per_target"] if protocol == "query" else sum(result["test_per_target"]))
         out.append(entry(attacker, PROTOCOLS.get(protocol, protocol), data, clean["acc"][key]["mean"], s["mean"],
                          row["dssim_mean"], row["dssim_max"], n_q * (1 if protocol != "query" else result["targets"]),
-                         result["targets"], command, sd=s["sd"], source="eval frontier"))
+                         result["targets"], command, sd=s["sd"], source="eval frontier",
+                         **({"preset": preset, "rho": row["rho"]} if preset else {})))
     return out
 
 
@@ -36,9 +38,19 @@ def record_nets(result: dict, faces: Path, command: str) -> list[str]:
     from ..protection import status_line
     from ..train.checkpoint import record_protection
 
-    lines = []
+    from ..presets import preset_for
+
+    per_checkpoint: dict[str, list[dict]] = {}
     for row in result["rows"]:
-        if row["rho"] is None and row.get("checkpoint"):
-            rec = record_protection(row["checkpoint"], entries_for(result, row, faces, command))
-            lines.append(f"recorded in {row['checkpoint']}: {status_line(rec)}")
+        if not row.get("checkpoint") or not row["protector"].startswith("net:"):
+            continue
+        if row["rho"] is None:  # as issued: no budget enforced
+            per_checkpoint.setdefault(row["checkpoint"], []).extend(entries_for(result, row, faces, command))
+        elif preset_for(row["rho"]):  # under a preset's budget: what `protect --preset` ships
+            per_checkpoint.setdefault(row["checkpoint"], []).extend(
+                entries_for(result, row, faces, command, preset_for(row["rho"])))
+    lines = []
+    for ck, entries in per_checkpoint.items():
+        rec = record_protection(ck, entries)
+        lines.append(f"recorded {len(entries)} measurements in {ck}: {status_line(rec)}")
     return lines
