@@ -103,6 +103,24 @@ def test_account_fetch_protect_end_to_end(psp_url, tmp_path):
     assert line.startswith(f"error: the PSP at {psp_url} refused: ") and line.endswith("(HTTP 429 limit_exceeded)")
     assert len(list(models.iterdir())) == 2
 
+    # rotation: a new net replaces the old one, and the photo is protected again over its old output
+    old_id = rows[0]["model_id"]
+    r = _cli("fetch", "--account-file", str(acc_file), "-o", str(models), "--replace", old_id, "--shape", "dynamic")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == (f"MaskNet {old_id} retired on the PSP; re-protect photos with the new one "
+                                        "(protect --overwrite)")
+    rows = [json.loads(l) for l in (models / "manifest.jsonl").read_text().splitlines()]
+    new = models / rows[1]["file"]
+    assert len(rows) == 2 and rows[1]["model_id"] != old_id and new.is_file()
+    before = (tmp_path / "me_protected.png").read_bytes()
+    r = _cli("protect", str(photo), "-m", str(new), "--manifest", str(models / "manifest.jsonl"), "--overwrite")
+    assert r.exit_code == 0 and "protected 1, skipped 0, failed 0" in r.stdout, r.output
+    assert (tmp_path / "me_protected.png").read_bytes() != before
+    r = _cli("fetch", "--account-file", str(acc_file), "-o", str(tmp_path / "again"), "--model-id", old_id)
+    assert r.exit_code == 1 and "can no longer be downloaded (retired)" in r.stderr
+    r = _cli("fetch", "--account-file", str(acc_file), "-o", str(tmp_path / "again"), "--model-id", rows[1]["model_id"])
+    assert r.exit_code == 0 and (tmp_path / "again" / new.name).read_bytes() == new.read_bytes()
+
 
 def test_token_rotation_and_revocation(psp_url, tmp_path):
     acc_file = tmp_path / "account.json"

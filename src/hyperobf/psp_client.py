@@ -182,6 +182,15 @@ class PSPClient:
         body = {k: v for k, v in (("format", fmt), ("precision", precision), ("shape", shape)) if v}
         return self._json("POST", "/v1/masknets", body or None)
 
+    def net(self, model_id: str) -> dict:
+        return self._json("GET", f"/v1/masknets/{urllib.parse.quote(model_id, safe='')}")
+
+    def rotate(self, model_id: str, fmt: str | None = None, precision: str | None = None,
+               shape: str | None = None) -> dict:
+        """Issue a new net and retire ``model_id`` (atomically, on the PSP) -> the new net."""
+        body = {k: v for k, v in (("format", fmt), ("precision", precision), ("shape", shape)) if v}
+        return self._json("POST", f"/v1/masknets/{urllib.parse.quote(model_id, safe='')}/rotate", body or None)
+
     def download(self, net: dict) -> tuple[str, bytes]:
         """The net's file -> (file name, bytes), sha256 checked against the header and the net's record."""
         if not net.get("download"):

@@ -96,18 +96,29 @@ def fetch(
     fmt: Annotated[Optional[str], typer.Option("--format", help="Model format (default: the PSP's; see its /v1/info), e.g. onnx.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="Weight precision, e.g. fp32 (default: the PSP's).")] = None,
     shape: Annotated[Optional[str], typer.Option(help="fixed (1x3x112x112) | dynamic (default: the PSP's).")] = None,
+    replace: Annotated[Optional[str], typer.Option("--replace", help="Rotate: a new MaskNet replaces this one (model id), which the PSP retires.")] = None,
+    model_id: Annotated[Optional[str], typer.Option("--model-id", help="Download this already issued MaskNet again instead of a new one.")] = None,
     account_file: AccountFile = None,
     timeout: Timeout = 60.0,
 ) -> None:
     """Get a new MaskNet from the PSP: issue, download, check its sha256, write it and its manifest row."""
     from ..psp_client import Account, PSPClient, PSPError, manifest_row, save_model
 
+    if replace and model_id:
+        fail("--replace and --model-id exclude each other")
     with errors_as_one_line(PSPError, OSError):
         acc = Account.load(_account_path(account_file))
         client = PSPClient(acc.server, acc.token, timeout)
-        net = client.issue(fmt, precision, shape)
+        if model_id:
+            net = client.net(model_id)
+        elif replace:
+            net = client.rotate(replace, fmt, precision, shape)
+        else:
+            net = client.issue(fmt, precision, shape)
         name, data = client.download(net)
         dst, manifest = save_model(out, name, data, manifest_row(name, data, net, acc.server))
+    if replace:
+        print(f"MaskNet {replace} retired on the PSP; re-protect photos with the new one (protect --overwrite)")
     print(f"fetched MaskNet {net.get('model_id')} ({net.get('format')} {net.get('precision')} {net.get('shape')}, "
           f"structure {net.get('structure')}, {len(data)} bytes, sha256 verified) -> {dst}")
     print(f"protect with: hyperobf protect PHOTOS -m {dst} --manifest {manifest}")
