@@ -144,7 +144,9 @@ def frontier(
     hybrid_k: Annotated[str, typer.Option(help="Hybrid: on-device refinement steps after the net (0 = none).")] = "0,5,10,25",
     hybrid_embedder: Annotated[str, typer.Option(help="Embedder the device refines against: dlib (MIT, shippable) | mobilefacenet.")] = "dlib",
     whitebox: Annotated[str, typer.Option(help="Embedder the per-image limit optimises against: mobilefacenet | dlib | both (ensemble); the others are black boxes.")] = "mobilefacenet",
-    resnet: Annotated[bool, typer.Option("--resnet", help="Also attack with the ResNet-18 trained on the uploads (slow on a CPU).")] = False,
+    resnet: Annotated[bool, typer.Option("--resnet", help="Also attack with a ResNet-18 pre-trained on the public faces and fine-tuned on the uploads (slow on a CPU).")] = False,
+    resnet_scratch: Annotated[bool, typer.Option("--resnet-scratch", help="Also attack with a ResNet-18 trained from scratch on the uploads (slow on a CPU).")] = False,
+    resnet_rho: Annotated[Optional[str], typer.Option(help="Budgets at which the ResNets attack (default: every --rho).")] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
     faces: Annotated[Optional[Path], typer.Option(help="Faces root (default ../shared/data/faces).", file_okay=False)] = None,
     models: Annotated[Optional[Path], typer.Option(help="Models root (default ../shared/models).", file_okay=False)] = None,
@@ -188,7 +190,8 @@ def frontier(
         cfg = FrontierConfig(rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
                              limit_tol=limit_tol, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
-                             resnet=resnet, seed=seed, whitebox=whitebox)
+                             resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,
+                             resnet_rhos=_floats(resnet_rho, "--resnet-rho") if resnet_rho else ())
         sc = get_scale(scale, **({"n_targets": targets} if targets else {}))
         ctx = EvalContext(sc, faces, models, out, seed, device, threads=threads)
         result = run_frontier(ctx, cfg, log=lambda m: print(m, flush=True))

@@ -87,8 +87,12 @@ class ResNetAttacker:
 
     name = "resnet18"
 
-    def __init__(self, trunk: dict, distractor_train, distractor_val, targets, scale, device: torch.device, seed: int):
+    def __init__(self, trunk: dict | None, distractor_train, distractor_val, targets, scale, device: torch.device,
+                 seed: int):
+        """``trunk`` None: trained from scratch on distractors + the target (no public pre-training)."""
         self.trunk, self.scale, self.device, self.seed = trunk, scale, device, seed
+        if trunk is None:
+            self.name = "resnet18-scratch"
         self.d_x = distractor_train.images.to(device)  # (Nd, 3, S, S) uint8
         self.d_y = distractor_train.labels.to(device)
         self.v_x = distractor_val.images.to(device)
@@ -116,7 +120,8 @@ class ResNetAttacker:
         m, dev, sc = len(jobs), self.device, self.scale
         torch.manual_seed(self.seed)
         net = ResNetBank(m, self.n_cls, sc.fr_width).to(dev)
-        net.load_trunk_replicated({k: v.to(dev) for k, v in self.trunk.items()})
+        if self.trunk is not None:
+            net.load_trunk_replicated({k: v.to(dev) for k, v in self.trunk.items()})
         net.reset_head(self.n_cls, torch.Generator().manual_seed(self.seed))
         if dev.type == "cuda":
             net = net.to(memory_format=torch.channels_last)

@@ -52,7 +52,9 @@ class FrontierConfig:
     hybrid_step: float = 1.5 / 255
     hybrid_embedder: str = "dlib"  # what the device would bundle (MIT); mobilefacenet = white box
     whitebox: str = "mobilefacenet"
-    resnet: bool = False
+    resnet: bool = False  # ResNet-18 pre-trained on the public set, fine-tuned on the uploads
+    resnet_scratch: bool = False  # ResNet-18 trained from scratch on distractors + uploads
+    resnet_rhos: tuple[float, ...] = ()  # budgets at which the ResNets attack (empty: all); costly on a CPU
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -92,13 +94,17 @@ class Frontier:
         self.embedders = {e.name: e for e in embs}
         self.query = {n: QueryAttacker(e, d.distractor_train, d.targets) for n, e in self.embedders.items()}
         self.gallery = {n: CentroidAttacker(e, d.distractor_train, d.targets) for n, e in self.embedders.items()}
-        self.resnet = None
-        if cfg.resnet:
+        self.resnets = []  # trained on distractors + the protected uploads, tested on the clean photos
+        if cfg.resnet or cfg.resnet_scratch:
             from .fr import ResNetAttacker, pretrain_trunk
 
-            trunk = pretrain_trunk(d.public.images, d.public.labels, ctx.scale, ctx.device, ctx.seed)
-            self.resnet = ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets, ctx.scale,
-                                         ctx.device, ctx.seed)
+            if cfg.resnet:  # pre-trained on the attacker's public faces, then fine-tuned
+                trunk = pretrain_trunk(d.public.images, d.public.labels, ctx.scale, ctx.device, ctx.seed)
+                self.resnets.append(ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets, ctx.scale,
+                                                   ctx.device, ctx.seed))
+            if cfg.resnet_scratch:
+                self.resnets.append(ResNetAttacker(None, d.distractor_train, d.distractor_val, d.targets, ctx.scale,
+                                                   ctx.device, ctx.seed))
         self._grad_embedders: dict[str, torch.nn.Module] = {}
 
     # --- embedders with gradients (white box / refinement) --------------------------------------
@@ -122,7 +128,7 @@ class Frontier:
 
     # --- measuring ----------------------------------------------------------------------------
     @torch.no_grad()
-    def measure(self, protected: list[torch.Tensor]) -> dict:
+    def measure(self, protected: list[torch.Tensor], resnets: bool = True) -> dict:
         """protected[u]: (n, 3, S, S) float [0, 1] (8-bit grid) uploads of user u -> per-user numbers."""
         out: dict = {"per_user": {}}
         clean = [u.float() / 255.0 for u in self.uploads]
@@ -136,9 +142,8 @@ class Frontier:
             out["per_user"][f"{name}/query"] = [q.identified(u, p) for u, p in enumerate(protected)]
             out["per_user"][f"{name}/gallery"] = [r["acc"] for r in self.gallery[name].run(
                 [Job(u, p) for u, p in enumerate(protected)])]
-        if self.resnet is not None:
-            out["per_user"]["resnet18/gallery"] = [r["acc"] for r in self.resnet.run(
-                [Job(u, p) for u, p in enumerate(protected)])]
+        for net in self.resnets if resnets else ():
+            out["per_user"][f"{net.name}/gallery"] = [r["acc"] for r in net.run([Job(u, p) for u, p in enumerate(protected)])]
         out["acc"] = {k: summary(v) for k, v in out["per_user"].items()}
         return out
 
@@ -215,7 +220,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
     rows: list[dict] = []
 
     def add(protector: str, rho: float | None, protected: list[torch.Tensor], seconds: float, **extra) -> None:
-        m = fr.measure(protected)
+        m = fr.measure(protected, resnets=not cfg.resnet_rhos or rho in (None, 0.0) or rho in cfg.resnet_rhos)
         row = {"protector": protector, "rho": rho, "seconds": round(seconds, 1), **m, **extra}
         rows.append(row)
         accs = "  ".join(f"{k} {v['mean']:.2f}±{v['sd']:.2f}" for k, v in m["acc"].items())

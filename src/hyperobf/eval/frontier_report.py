@@ -76,14 +76,16 @@ def plot(result: dict, path: Path) -> None:
             families.setdefault(_family(r["protector"]), []).append(r)
     for ax, att in zip(axes.flat, attackers):
         for fam, rs in families.items():
-            rs = sorted(rs, key=lambda r: r["rho"])
+            rs = sorted((r for r in rs if att in r["acc"]), key=lambda r: r["rho"])
+            if not rs:
+                continue
             xs = [r["dssim_mean"] for r in rs]
             ys = [r["acc"][att]["mean"] for r in rs]
             es = [r["acc"][att]["sd"] for r in rs]
             style = "--" if fam.startswith("limit") else ("-." if fam.startswith("hybrid") else "-")
             ax.errorbar(xs, ys, yerr=es, fmt="o" + style, capsize=2, label=re.sub(r"^net:", "net ", fam), alpha=0.8)
         for r in result["rows"]:
-            if r["rho"] is None:  # nets as issued (no budget rule): single points
+            if r["rho"] is None and att in r["acc"]:  # nets as issued (no budget rule): single points
                 ax.plot([r["dssim_mean"]], [r["acc"][att]["mean"]], "k*", ms=9)
         ax.axhline(clean["acc"][att]["mean"], color="grey", lw=1, ls=":", label="clean")
         ax.set_title(att)
