@@ -100,7 +100,7 @@ def test_untargeted_warm_up_then_targeted(tmp_path):
     assert "anchor_cos_protected" in res.metrics[-1]["holdout"] and "anchor_cos_protected" not in res.metrics[0]["holdout"]
     state = torch.load(res.checkpoint, weights_only=False)
     assert state["objective"]["anchor_proj"].shape[1] == state["config"]["z_dim"]
-    with pytest.raises(ValueError, match="cannot resume a feature run with the classifier objective"):
+    with pytest.raises(ValueError, match="cannot resume a feature run with the adversarial objective"):
         train(tiny_cfg(epochs=2), tmp_path / "clf", resume=ck)
 
 

@@ -112,8 +112,8 @@ def test_dssim_penalty_pulls_perturbation_under_budget():
 def test_default_objective_is_the_measured_winner_when_an_embedder_is_given():
     from hyperobf.train.config import TrainConfig
 
-    assert TrainConfig().objective == "classifier"  # nothing to load: the thesis's J1
+    assert TrainConfig().objective == "adversarial"  # nothing to load: the surrogate-classifier objective
     cfg = TrainConfig.from_dict({"embedder": "mobilefacenet.onnx"})
     assert (cfg.objective, cfg.feature_mode) == ("feature", "untargeted")
-    assert TrainConfig.from_dict({"embedder": "m.onnx", "objective": "classifier"}).objective == "classifier"
+    assert TrainConfig.from_dict({"embedder": "m.onnx", "objective": "classifier"}).objective == "adversarial"  # old name
     assert TrainConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()  # the saved config is resolved
