@@ -17,18 +17,58 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def machine() -> dict:
-    """CPU model, cores, load, GPU name/driver (if any) and library versions."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+# /proc/cpuinfo flag -> the name a reader knows; which of them a CPU has decides its sgemm roof
+VECTOR_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI",
+                "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16", "amx_tile": "AMX", "amx_bf16": "AMX BF16",
+                "amx_int8": "AMX INT8"}
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """CPU model, clock, vector extensions and core counts (from /proc/cpuinfo, or the text given)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, mhz, flags, physical = platform.processor() or "unknown", [], set(), None
+    for line in cpuinfo.splitlines():
+        key, _, value = (s.strip() for s in line.partition(":"))
+        if key == "model name" and not mhz:
+            model = value
+        elif key == "cpu MHz":
+            try:
+                mhz.append(float(value))
+            except ValueError:
+                pass
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+        elif key == "cpu cores" and physical is None and value.isdigit():
+            physical = int(value)
+    max_mhz = None
+    try:  # absent on VMs without cpufreq: then only the kernel's current/nominal "cpu MHz" is known
+        max_mhz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000
+    except (OSError, ValueError):
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "platform": platform.platform(),
+    vec = {name: flag in flags for flag, name in VECTOR_FLAGS.items()}
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "clock_mhz": round(statistics.mean(mhz), 1) if mhz else None, "clock_mhz_max": max_mhz,
+            "clock_source": "/proc/cpuinfo 'cpu MHz' (mean over cores at stamp time; a VM reports what its host "
+                            "exposes)", "vector_extensions": vec,
+            "vector_summary": ", ".join(n for n, has in vec.items() if has) or "none of " + "/".join(VECTOR_FLAGS.values()),
+            "cores": os.cpu_count(), "cores_usable": usable, "physical_cores_per_socket": physical}
+
+
+def machine_label(m: dict) -> str:
+    """One line naming the machine a result came from, e.g. 'AMD EPYC, 2445 MHz, 2 cores, AVX2, FMA'."""
+    clock = f"{m['clock_mhz']:.0f} MHz, " if m.get("clock_mhz") else ""
+    return f"{m.get('cpu', '?')}, {clock}{m.get('cores', '?')} cores, {m.get('vector_summary', '?')}"
+
+
+def machine() -> dict:
+    """CPU model, clock, vector extensions, cores, load, GPU name/driver (if any) and library versions."""
+    info = {**cpu_info(), "loadavg_1m": os.getloadavg()[0], "loadavg": loadavg(), "platform": platform.platform(),
             "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info["label"] = machine_label(info)
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
@@ -50,12 +90,13 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     """Median wall time (s) of fn() after warm-up calls."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(_timed(fn) for _ in range(repeats))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def print_table(rows: list[dict], cols: list[str], title: str = "") -> None:
@@ -77,11 +118,15 @@ def _fmt(v: object) -> str:
 
 
 def write_json(name: str, payload: dict, out_dir: Path | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` with the machine stamp added; returns the path."""
+    """Write ``<out_dir>/<name>.json`` with the machine stamp (and load before/after) added; returns the path."""
     out_dir = Path(out_dir or RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=True))
+    m = machine()
+    # load before and after the run, in every JSON (the scripts record the start; the end is now)
+    m["load_before"] = payload.get("load_start", payload.get("load_before"))
+    m["load_after"] = payload.get("load_end", m["loadavg"])
+    path.write_text(json.dumps({"machine": m, **payload}, indent=2, sort_keys=True))
     return path
 
 
@@ -218,3 +263,137 @@ def contention_probe(samples: int = 40) -> dict:
         times.append((time.perf_counter() - t) * 1e6)
     return {"threads": torch.get_num_threads(), "median_us": round(statistics.median(times), 1),
             "max_us": round(max(times), 1), "loadavg": loadavg()}
+
+
+# --- roofs: what this machine can do at best, measured in the same run as the result they judge -------------
+# Which roof feeds which ratio (README "Targets"): generation -> its reference kernel (bench_generate.py);
+# export -> bare write of the same files (file_write_roof); apply -> sgemm at the same thread count (sgemm_roof);
+# the 12 MP photo -> Pillow decode + encode of that photo (pillow_roundtrip_s). A memory-bandwidth roof is not
+# measured: no result is judged against it.
+
+class Roof:
+    """A ceiling sampled more than once in a run (start, between sections, end). Its value is the best sample:
+    the moment the shared machine gave the most, so a ratio to it is never flattered by a loaded roof sample."""
+
+    def __init__(self, name: str, unit: str, measure: Callable[[], float], higher_is_better: bool = True, **about):
+        self.name, self.unit, self._measure, self.higher = name, unit, measure, higher_is_better
+        self.about, self.samples, self.loads = about, [], []
+
+    def sample(self) -> float:
+        self.samples.append(round(self._measure(), 4))
+        self.loads.append((loadavg() or [None])[0])
+        return self.samples[-1]
+
+    @property
+    def value(self) -> float:
+        if not self.samples:
+            self.sample()
+        return max(self.samples) if self.higher else min(self.samples)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "unit": self.unit, "value": self.value, "samples": self.samples,
+                "sample_load_1m": self.loads, "best": "max" if self.higher else "min", **self.about}
+
+
+def _ort_matmul(n: int, threads: int):
+    """onnxruntime session of one n x n x n float32 MatMul (MLAS sgemm: the kernels its convs run on)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = threads, 1, 3
+    return ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
+
+
+def sgemm_roof(threads: int, engine: str = "onnxruntime", n: int = 1024, calls: int = 3) -> Roof:
+    """GFLOP/s of one n³ float32 matrix product (2n³ FLOP; median of ``calls`` after a warm-up) at ``threads``.
+
+    engine "onnxruntime": a one-node MatMul graph (MLAS, what the device runtime's convs use); "torch": torch.mm
+    (oneDNN/MKL, what the torch benchmarks use), its thread count restored afterwards.
+    """
+    import numpy as np
+
+    a, b = (np.random.default_rng(i).random((n, n), dtype=np.float32) for i in (1, 2))
+    if engine == "onnxruntime":
+        sess = _ort_matmul(n, threads)
+        fn = lambda: sess.run(None, {"a": a, "b": b})  # noqa: E731
+    elif engine == "torch":
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+        def fn() -> None:
+            old = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                torch.mm(ta, tb)
+            finally:
+                torch.set_num_threads(old)
+    else:
+        raise ValueError(f"unknown sgemm engine {engine!r}")
+    measure = lambda: 2 * n**3 / 1e9 / median_time(fn, repeats=calls)  # noqa: E731
+    name = f"{'torch ' if engine == 'torch' else ''}sgemm {threads}t"
+    return Roof(name, "GFLOP/s", measure, engine=engine, threads=threads, n=n, calls=calls)
+
+
+def tree_of(folder: Path) -> list[tuple[str, int | None]]:
+    """(relative path, size) of every file under ``folder``, (relative path, None) of every sub-folder."""
+    folder = Path(folder)
+    return sorted((str(p.relative_to(folder)), None if p.is_dir() else p.stat().st_size) for p in folder.rglob("*"))
+
+
+def file_write_roof(tree: list[tuple[str, int | None]], dest: Path, workers: int = 2) -> dict:
+    """Bare write of the same tree into ``dest`` (created here): its folders, then its files (random bytes of the
+    same sizes; exclusive create, write, close) on ``workers`` threads like the exporter's writer. Nothing else:
+    no generation, hashing or read-back. Previous writes are flushed first (untimed)."""
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [(rel, size) for rel, size in tree if size is not None]
+    blob = np.random.default_rng(0).integers(0, 256, max((s for _, s in files), default=0), dtype=np.uint8).tobytes()
+    os.sync()
+
+    def part(chunk: list[tuple[str, int]]) -> None:
+        for rel, size in chunk:
+            fd = os.open(dest / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, memoryview(blob)[:size])
+            finally:
+                os.close(fd)
+
+    t, c0 = time.perf_counter(), os.times()
+    dest.mkdir()
+    for rel in (rel for rel, size in tree if size is None):
+        (dest / rel).mkdir()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(part, [files[i::workers] for i in range(workers)]))
+    secs, c1 = time.perf_counter() - t, os.times()
+    return {"seconds": round(secs, 4), "files": len(files), "folders": len(tree) - len(files),
+            "bytes": sum(s for _, s in files), "files_per_s": round(len(files) / secs, 1) if secs else None,
+            "sys_cpu_s": round(c1.system - c0.system, 3), "workers": workers}
+
+
+def pillow_roundtrip_s(src: Path, dst: Path, quality: int = 95) -> float:
+    """Seconds for Pillow to decode ``src`` fully and encode it as JPEG to ``dst``: the floor of protecting it."""
+    from PIL import Image
+
+    t = time.perf_counter()
+    with Image.open(src) as im:
+        im.load()
+        im.save(dst, "JPEG", quality=quality)
+    return time.perf_counter() - t
+
+
+def paired_ratio(fa: Callable[[], object], fb: Callable[[], object], pairs: int) -> dict:
+    """Median of time(fa)/time(fb) over ``pairs`` back-to-back pairs, alternating which goes first, so load that
+    comes and goes hits both alike (a ratio of two separately timed medians drifts with the load between them)."""
+    ratios = []
+    for i in range(pairs):
+        order = (fa, fb) if i % 2 == 0 else (fb, fa)
+        secs = [_timed(fn) for fn in order]
+        ratios.append(secs[0] / secs[1] if i % 2 == 0 else secs[1] / secs[0])
+    return {"ratio": statistics.median(ratios), "pair_ratios": [round(r, 4) for r in ratios], "pairs": pairs}

@@ -12,12 +12,17 @@ Sections (rows of apply.json, printed as tables):
    align, perturb, upsample / map back, add, encode; face mode and whole-photo mode (with and
    without the detector), 1 and 2 threads. The net never sees the 12 MP image.
 
-With ``--structures A,U-small,U`` the script instead compares structures (section ``structures``):
-each structure's 112² net under onnxruntime (fixed fp32 .onnx as face mode runs it, dynamic fp32 /
-fp16 / int8 .onnx, fp32 .ort) at ``--threads`` (first value), rounds interleaved over structures so
-load hits them alike, beside onnxruntime's own sgemm on one 1024³ MatMul (the FLOP-rate ceiling);
-each row carries the structure's parameters, GFLOP (``spec.flops``) and the rate reached. Writes
-``apply_structures.json``, never ``apply.json``.
+Roofs, measured in the same run (``roofs`` in apply.json; README "Targets"):
+* ``sgemm_<T>t`` — onnxruntime's own sgemm (one 1024³ MatMul, MLAS: the kernels its convs run on) at each
+  thread count T used (1 and all usable cores at least), sampled at the start, after each section and at
+  the end; the roof is the best sample. Every ``options`` / ``net`` row carries ``gflop`` (``spec.flops``
+  at its size), ``gflop_per_s`` and ``ratio_to_sgemm`` (torch rows: against torch's sgemm, ``torch_sgemm_<T>t``).
+* the photo's own roof — Pillow decoding the 12 MP JPEG and encoding it (quality 95, as protect_file
+  writes), timed right after each end-to-end run (same load); each ``e2e`` row carries ``roof_ms`` (median)
+  and ``ratio_to_roof`` = total_ms / roof_ms.
+
+With ``--structures A,U-small,U`` the script instead compares structures (``apply_structures.py``):
+writes ``apply_structures.json``, never ``apply.json``.
 
 Models: structure-A weights from a freshly initialised HyperNet (seeded): latency depends on
 shapes, not on trained weights. Statistic: median (and 10th percentile) of ``--repeats`` calls
@@ -38,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import print_table, write_json  # noqa: E402
+from benchmarks._common import loadavg, pillow_roundtrip_s, print_table, sgemm_roof, write_json  # noqa: E402
 
 SHARED_SCRFD = Path(__file__).resolve().parents[2] / "shared" / "models" / "scrfd_2.5g_bnkps.onnx"
 
@@ -219,12 +224,14 @@ def make_photo(path: Path, width: int = 4000, height: int = 3000) -> None:
 
 
 def bench_e2e(paths: dict[str, Path], detector_path: Path | None, threads_list: list[int], repeats: int,
-              folder: Path) -> list[dict]:
+              folder: Path, photo_size: tuple[int, int] = (4000, 3000)) -> list[dict]:
     from hyperobf.device_runtime import (ProtectOptions, SessionConfig, WriteOptions, load_model, protect_file)
     from hyperobf.device_runtime.detect import FaceDetector
 
     photo = folder / "photo12mp.jpg"
-    make_photo(photo)
+    make_photo(photo, *photo_size)
+    roof_dst = folder / "roof.jpg"
+    pillow_roundtrip_s(photo, roof_dst)  # warm-up (codec, page cache)
     rows = []
     for threads in threads_list:
         cfg = SessionConfig(threads=threads)
@@ -234,7 +241,7 @@ def bench_e2e(paths: dict[str, Path], detector_path: Path | None, threads_list: 
         if det is not None:
             cases = [("face", det, ProtectOptions(mode="face")), ("whole (detector scale)", det, ProtectOptions(mode="whole"))] + cases
         for label, d, opt in cases:
-            runs = []
+            runs, roof = [], []
             for i in range(repeats):
                 dst = folder / f"out_{threads}_{i}_{label.split()[0]}.jpg"
                 t = time.perf_counter()
@@ -244,85 +251,32 @@ def bench_e2e(paths: dict[str, Path], detector_path: Path | None, threads_list: 
                     raise RuntimeError(f"end-to-end run failed: {r.message}")
                 runs.append((total, r))
                 dst.unlink()
+                roof.append(pillow_roundtrip_s(photo, roof_dst) * 1e3)  # its roof right after, at the same load
+                roof_dst.unlink()
             runs.sort(key=lambda tr: tr[0])
             total, r = runs[len(runs) // 2]
-            row = {"section": "e2e", "variant": label, "mode": r.mode, "faces": r.faces, "megapixels": 12.0,
-                   "threads": threads, "total_ms": round(total * 1e3, 1),
-                   "min_total_ms": round(runs[0][0] * 1e3, 1), "load_1m": _load()}
+            roof_ms = statistics.median(roof)
+            row = {"section": "e2e", "variant": label, "mode": r.mode, "faces": r.faces,
+                   "megapixels": round(photo_size[0] * photo_size[1] / 1e6, 2), "threads": threads,
+                   "total_ms": round(total * 1e3, 1), "min_total_ms": round(runs[0][0] * 1e3, 1),
+                   "roof_ms": round(roof_ms, 1), "roof_samples_ms": [round(v, 1) for v in roof],
+                   "ratio_to_roof": round(total * 1e3 / roof_ms, 3), "load_1m": _load()}
             row.update({f"{k}_ms": round(v * 1e3, 1) for k, v in r.timings.items()})
             rows.append(row)
     return rows
 
 
-# --- 4. structures side by side (--structures) ---------------------------------------------------
-
-def _sgemm_session(n: int, threads: int):
-    """onnxruntime session of one n x n x n float32 MatMul: the kernel family its convs run on."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",
-                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    o = ort.SessionOptions()
-    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = threads, 1, 3
-    return ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
-
-
-def bench_structures(names: list[str], folder: Path, threads: int, repeats: int, rounds: int = 5) -> list[dict]:
-    """Best median (over interleaved rounds) of δ at 112² per (structure, variant), plus sgemm's rate."""
-    from hyperobf.device_runtime import SessionConfig, load_model
+def add_ratios(rows: list[dict], spec, roofs: dict) -> None:
+    """gflop (spec.flops at the row's size), the rate reached and its ratio to the sgemm roof at the row's threads."""
     from hyperobf.spec import flops
 
-    x = np.random.default_rng(1).random((1, 3, 112, 112), dtype=np.float32)
-    cases: dict[tuple[str, str], tuple[object, dict]] = {}  # (structure, variant) -> (callable, row base)
-    for name in names:
-        sub = folder / name
-        sub.mkdir()
-        spec, _, paths, _ = make_models(name, sub)
-        base = {"structure": spec.name, "params": spec.num_params(), "gflop": flops(spec, 112, 112) / 1e9}
-        for key in ("onnx-fp32-fixed", "onnx-fp32-dynamic", "onnx-fp16-dynamic", "onnx-int8-dynamic", "ort-fp32-dynamic"):
-            if key in paths:
-                m = load_model(paths[key], config=SessionConfig(threads=threads))
-                cases[(spec.name, key)] = (lambda m=m: m.delta(x), base)
-    n = 1024
-    mm = _sgemm_session(n, threads)
-    ab = {k: np.random.default_rng(2).random((n, n), dtype=np.float32) for k in "ab"}
-    cases[("sgemm", f"MatMul {n}³")] = (lambda: mm.run(None, ab), {"structure": None, "params": None, "gflop": 2 * n**3 / 1e9})
-    medians: dict[tuple[str, str], list[float]] = {k: [] for k in cases}
-    best: dict[tuple[str, str], tuple[float, float]] = {}
-    for _ in range(rounds):
-        for key, (fn, base) in cases.items():
-            med, p10 = timeit(fn, max(3, repeats // 5) if key[0] == "sgemm" else repeats)
-            medians[key].append(round(med, 3))
-            if key not in best or med < best[key][0]:
-                best[key] = (med, p10)
-    peak = cases[("sgemm", f"MatMul {n}³")][1]["gflop"] / best[("sgemm", f"MatMul {n}³")][0] * 1e3  # GFLOP/s
-    rows = []
-    for key, (_, base) in cases.items():
-        ms, p10 = best[key]
-        rate = base["gflop"] / ms * 1e3
-        rows.append({"section": "structures", **base, "gflop": round(base["gflop"], 4), "variant": key[1], "size": 112,
-                     "threads": threads, "ms": round(ms, 3), "p10_ms": round(p10, 3), "round_medians_ms": medians[key],
-                     "gflop_per_s": round(rate, 1), "pct_of_sgemm": round(100 * rate / peak, 1), "load_1m": _load()})
-    return rows
-
-
-def main_structures(a: argparse.Namespace) -> int:
-    names = [s.strip() for s in a.structures.split(",") if s.strip()]
-    threads = int(a.threads.split(",")[0])
-    load_start = _load()
-    with tempfile.TemporaryDirectory(prefix="bench-structures-") as tmp:
-        rows = bench_structures(names, Path(tmp), threads, 5 if a.quick else a.repeats, 1 if a.quick else 5)
-    print_table(rows, ["structure", "variant", "params", "gflop", "ms", "p10_ms", "gflop_per_s", "pct_of_sgemm", "load_1m"],
-                f"\n112², {threads} thread(s): δ per image, best median of interleaved rounds (sgemm: onnxruntime MatMul)")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    payload = {"structures": names, "cpus_usable": cpus, "repeats": a.repeats, "load_start": load_start,
-               "load_end": _load(), "rows": rows}
-    print(f"\nwrote {write_json('apply_structures', payload, a.out)}")
-    return 0
+    for r in rows:
+        if r.get("section") not in ("options", "net"):
+            continue
+        roof = roofs.get(f"{'torch_' if r['runtime'] == 'torch-eager' else ''}sgemm_{r['threads']}t")
+        gflop = flops(spec, r["size"], r["size"]) / 1e9
+        r.update(gflop=round(gflop, 4), gflop_per_s=round(gflop / r["ms"] * 1e3, 2))
+        r["ratio_to_sgemm"] = round(r["gflop_per_s"] / roof.value, 3) if roof else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,39 +288,68 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-detector", action="store_true", help="end to end without face detection (whole mode only)")
     ap.add_argument("--sizes", default="112,224,1024")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--sections", default="options,net,e2e", help="comma-separated subset of options,net,e2e")
+    ap.add_argument("--photo", default="4000x3000", help="end-to-end photo size WxH (default 12 MP)")
     ap.add_argument("--quick", action="store_true", help="few repeats, no 1024² (a smoke run)")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     ap.add_argument("--structures", default=None, help="compare these structures at 112² instead (e.g. A,U-small,U); "
                     "writes apply_structures.json")
     a = ap.parse_args(argv)
     if a.structures:
+        from benchmarks.apply_structures import main_structures
+
         return main_structures(a)
     if a.no_detector:
         a.detector = None
-    sizes = [int(s) for s in a.sizes.split(",")]
-    threads = [int(t) for t in a.threads.split(",")]
+    try:
+        sizes = [int(s) for s in a.sizes.split(",")]
+        threads = [int(t) for t in a.threads.split(",")]
+        photo_size = tuple(int(v) for v in a.photo.lower().split("x"))
+        assert len(photo_size) == 2
+    except (ValueError, AssertionError):
+        raise SystemExit("error: --sizes/--threads must be comma-separated integers, --photo WxH") from None
+    sections = {s.strip() for s in a.sections.split(",") if s.strip()}
     if a.quick:
         a.repeats, a.e2e_repeats, sizes = 5, 1, [s for s in sizes if s < 1024]
-    load_start = _load()
+    load_start = loadavg()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    roofs = {f"sgemm_{t}t": sgemm_roof(t) for t in sorted({1, cpus, *threads})}
+    if "net" in sections:
+        roofs.update({f"torch_sgemm_{t}t": sgemm_roof(t, "torch") for t in threads})
+
+    def sample_roofs() -> None:
+        for roof in roofs.values():
+            roof.sample()
+
+    sample_roofs()
+    opts, net, e2e = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         folder = Path(tmp)
         spec, params, paths, missing = make_models(a.structure, folder)
-        opts = bench_options(paths, a.repeats)
-        print_table(opts, ["variant", "ms", "p10_ms", "delta_max_abs_diff", "load_1m"],
-                    f"\n112² structure {a.structure}, fp32, 1 thread: session options (best of 5 interleaved rounds)")
-        net = bench_net(spec, params, paths, sizes, threads, a.repeats)
-        print_table(net, ["runtime", "format", "precision", "size", "threads", "ms", "p10_ms", "delta_rel_err", "load_1m"],
-                    "\nMaskNet alone (δ): onnxruntime variants and torch eager")
-        e2e = bench_e2e(paths, a.detector, threads, a.e2e_repeats, folder)
-        cols = ["variant", "threads", "total_ms", "decode_ms", "detect_ms", "resize_ms", "align_ms", "perturb_ms",
-                "map_back_ms", "apply_ms", "encode_ms", "load_1m"]
-        print_table(e2e, cols, "\n12 MP JPEG (4000×3000) end to end through protect_file (median run)")
+        if "options" in sections:
+            opts = bench_options(paths, a.repeats)
+            sample_roofs()
+        if "net" in sections:
+            net = bench_net(spec, params, paths, sizes, threads, a.repeats)
+            sample_roofs()
+        if "e2e" in sections:
+            e2e = bench_e2e(paths, a.detector, threads, a.e2e_repeats, folder, photo_size)
+            sample_roofs()
+    add_ratios(opts + net, spec, roofs)
+    print_table([r.as_dict() for r in roofs.values()], ["name", "engine", "value", "unit", "samples", "sample_load_1m"],
+                f"\nroofs (best sample; onnxruntime = one MatMul node, torch = torch.mm; n = 1024)")
+    print_table(opts, ["variant", "ms", "p10_ms", "gflop_per_s", "ratio_to_sgemm", "delta_max_abs_diff", "load_1m"],
+                f"\n112² structure {a.structure}, fp32, 1 thread: session options (best of 5 interleaved rounds)")
+    print_table(net, ["runtime", "format", "precision", "size", "threads", "ms", "p10_ms", "gflop_per_s", "ratio_to_sgemm",
+                      "delta_rel_err", "load_1m"], "\nMaskNet alone (δ): onnxruntime variants and torch eager")
+    cols = ["variant", "threads", "total_ms", "roof_ms", "ratio_to_roof", "decode_ms", "detect_ms", "resize_ms", "align_ms",
+            "perturb_ms", "map_back_ms", "apply_ms", "encode_ms", "load_1m"]
+    print_table(e2e, cols, f"\n{a.photo} JPEG end to end through protect_file (median run; roof: Pillow decode + encode)")
     if missing:
         print("\nvariants not measured: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     payload = {"structure": a.structure, "cpus_usable": cpus, "repeats": a.repeats, "detector": str(a.detector) if a.detector else None,
-               "load_start": load_start, "load_end": _load(), "missing_variants": missing,
-               "rows": opts + net + e2e}
+               "load_start": load_start, "load_end": loadavg(), "missing_variants": missing,
+               "roofs": {k: r.as_dict() for k, r in roofs.items()}, "rows": opts + net + e2e}
     path = write_json("apply", payload, a.out)
     print(f"\nwrote {path}")
     return 0

@@ -5,7 +5,10 @@ when onnxruntime-gpu is installed (it is skipped, and the JSON says so, otherwis
     python benchmarks/bench_batched_apply.py --device cuda      # K = 1, 16, 256, 1024
     python benchmarks/bench_batched_apply.py                    # CPU, K = 1, 16, 64
 
-Writes <out>/batched_apply.json (and batched_apply.png unless --no-plot).
+Writes <out>/batched_apply.json (and batched_apply.png unless --no-plot). On CPU each torch row also carries
+``gflop_per_s`` (images/s x ``spec.flops``) and ``ratio_to_sgemm``: its rate over torch's own sgemm at the same
+thread count (``roofs.torch_sgemm_<T>t``, sampled at the start and the end, best sample). On CUDA no roof is
+measured yet (``roofs`` says so).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import torch  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
     RESULTS, contention_probe, loadavg, peak_rss_mb, pin_threads, print_table,
-    read_json, reset_peak_rss, timing_stats, torch_info, write_json)
+    read_json, reset_peak_rss, sgemm_roof, timing_stats, torch_info, write_json)
 from hyperobf.models.hypernet import HyperNet  # noqa: E402
 from hyperobf.models.masknet import apply_batched  # noqa: E402
-from hyperobf.spec import MaskNetSpec, builtin_spec  # noqa: E402
+from hyperobf.spec import MaskNetSpec, builtin_spec, flops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -164,16 +167,30 @@ def main(argv: list[str] | None = None) -> dict:
                          "(cost does not depend on them)"],
                "rows": rows}
 
+    roof = sgemm_roof(threads, "torch") if device == "cpu" else None
+    if roof is not None:
+        roof.sample()
+    gflop = flops(spec, args.size, args.size) / 1e9
+
     def save() -> Path:
         payload.update(load_end=loadavg(), seconds_total=round(time.perf_counter() - t0, 2))
+        payload["roofs"] = {f"torch_sgemm_{threads}t": roof.as_dict()} if roof else {
+            "note": "no roof on CUDA yet: a GPU sgemm roof was not written without a GPU to test it on"}
+        for r in rows:
+            if r.get("images_per_s") and r.get("size") == args.size:
+                r["gflop_per_s"] = round(r["images_per_s"] * gflop, 4)
+                r["ratio_to_sgemm"] = round(r["gflop_per_s"] / roof.value, 4) if roof else None
         return write_json(args.name, payload, args.out)
 
     bench_torch(spec, hyper, args, device, rows, save)
     if device == "cuda" and not args.no_ort:
         rows += bench_ort_cuda(spec, hyper, args.repeats)
+    if roof is not None:
+        roof.sample()
     payload["complete"] = True
     path = save()
-    print_table(rows, ["impl", "dtype", "k", "b", "size", "seconds", "images_per_s", "ms_per_image", "peak_mem_mb", "skipped"],
+    print_table(rows, ["impl", "dtype", "k", "b", "size", "seconds", "images_per_s", "ms_per_image", "gflop_per_s",
+                       "ratio_to_sgemm", "peak_mem_mb", "skipped"],
                 title=f"\nbatched apply ({device})")
     print(f"\nwrote {path}")
     if not args.no_plot:

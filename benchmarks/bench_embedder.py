@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--stub-torchvision", action="store_true", help="See the module docstring.")
     ap.add_argument("--out", type=Path, default=None, help="Results folder (default benchmarks/results).")
     args = ap.parse_args()
+    load_start = loadavg()
     if not args.embedder.is_file():
         raise SystemExit(f"error: embedder not found: {args.embedder}")
 
@@ -148,7 +149,8 @@ def main() -> None:
                 f"{threads} thread(s), median of {args.rounds} rounds; load {loadavg()}")
     path = write_json("embedder", {"rows": rows, "steps": args.steps, "batch": args.batch, "threads": threads,
                                    "rounds": args.rounds, "stub_torchvision": args.stub_torchvision,
-                                   "torch": torch.__version__, "contention": contention_probe()}, args.out)
+                                   "torch": torch.__version__, "contention": contention_probe(),
+                                   "load_start": load_start, "load_end": loadavg()}, args.out)
     print(f"wrote {path}")
 
 

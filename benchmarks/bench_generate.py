@@ -27,11 +27,12 @@ from typing import Callable, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable from a checkout
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, contention_probe, loadavg, peak_rss_mb, pin_threads, print_table,
+    RESULTS, contention_probe, loadavg, paired_ratio, peak_rss_mb, pin_threads, print_table,
     read_json, reset_peak_rss, rss_mb, timing_stats, torch_info, write_json)
+from benchmarks.gen_baselines import (  # noqa: E402
+    ReferenceHyperNet, check_reference, cpu_bf16_native, measure_member)
 from hyperobf.models.hypernet import HyperNet, HyperNetConfig  # noqa: E402
 from hyperobf.spec import MaskNetSpec, builtin_spec  # noqa: E402
 
@@ -42,37 +43,6 @@ THESIS = {
     "points": [{"n": 10, "seconds": 0.08}, {"n": 100, "seconds": 0.19}, {"n": 10000, "seconds": 12.0}],
 }
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
-
-
-class ReferenceHyperNet(nn.Module):
-    """Minimal batched HyperNet: z -> Linear -> act -> Linear (codes) -> per layer Linear -> act -> Linear.
-
-    The same matmuls as models.hypernet.HyperNet (weights are copied from it and the outputs checked
-    equal), with none of its bookkeeping: z drawn on the device, flat (n, numel) outputs, no dict.
-    """
-
-    def __init__(self, hyper: HyperNet) -> None:
-        super().__init__()
-        self.z_dim, self.code_dim, self.n_layers = hyper.cfg.z_dim, hyper.cfg.code_dim, len(hyper.spec.layers)
-        self.mixer = copy.deepcopy(hyper.mixer)
-        self.heads = nn.ModuleList(copy.deepcopy(hyper.generators[layer.name]) for layer in hyper.spec.layers)
-
-    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
-        codes = self.mixer(z).view(z.shape[0], self.n_layers, self.code_dim)  # (n, L, code)
-        return [head(codes[:, i]) for i, head in enumerate(self.heads)]  # L x (n, numel(w) + out_ch)
-
-    def generate(self, n: int, dtype: torch.dtype) -> list[torch.Tensor]:
-        dev = self.mixer[0].weight.device
-        return self(torch.randn(n, self.z_dim, device=dev, dtype=dtype))
-
-
-def cpu_bf16_native() -> bool:
-    """bf16 matmuls run natively (AVX512-BF16 / AMX) rather than emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return torch.backends.mkldnn.is_available() and ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 @contextmanager
@@ -178,75 +148,6 @@ def measure(kind: str, fn_factory: Callable[[int], Callable[[], None]], n: int, 
     return row
 
 
-def _dssim_fallback(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image DSSIM with an 11x11 gaussian window (sigma 1.5), depthwise convs like kornia's; (B,)."""
-    import torch.nn.functional as F
-
-    c = x.shape[1]
-    g = torch.exp(-((torch.arange(11, device=x.device, dtype=x.dtype) - 5) ** 2) / (2 * 1.5 ** 2))
-    w = (g[:, None] * g[None, :] / g.sum() ** 2).expand(c, 1, 11, 11)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(t, (5, 5, 5, 5), mode="reflect"), w, groups=c)
-
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
-    return (1.0 - ssim.flatten(1).mean(1)) / 2.0
-
-
-def measure_member(spec: MaskNetSpec, device: str, steps: int, batch: int, n_classes: int = 20) -> dict:
-    """(b) Train one ensemble member (one MaskNet + the jointly trained surrogate classifier, as in
-    train/loop.py with nets_per_step=1) for ``steps`` steps of ``batch`` faces at the spec's size."""
-    from hyperobf.models.masknet import MaskNet
-    from hyperobf.train.objectives import ClassifierObjective
-
-    try:
-        from hyperobf.train.losses import dssim  # kornia's SSIM, as in training
-        dssim_impl = "kornia"
-    except ImportError:  # e.g. a GPU machine's system python without kornia: same-cost stand-in
-        dssim, dssim_impl = _dssim_fallback, "local 11x11 gaussian SSIM (kornia not installed)"
-
-    g = torch.Generator().manual_seed(0)
-    size = spec.input_size
-    pool = torch.rand(4 * batch, 3, size, size, generator=g).to(device)  # content does not change the cost
-    labels = torch.randint(0, n_classes, (4 * batch,), generator=g).to(device)
-    net = MaskNet(spec).to(device)
-    objective = ClassifierObjective(n_classes, lr=1e-3).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def step() -> None:
-        idx = torch.randint(0, len(pool), (batch,), generator=g).to(device)
-        x, y = pool[idx], labels[idx]
-        x_prot = net(x)
-        loss = objective.j1(x, x_prot, y) + 100.0 * torch.relu(dssim(x_prot, x) - 0.01).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        objective.update(x, x_prot, y)
-
-    for _ in range(2):  # warm-up steps (allocator, cuDNN algorithm choice)
-        step()
-    sync()
-    per_step = []
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        sync()
-        per_step.append(time.perf_counter() - t)
-    total = time.perf_counter() - t0
-    per_step.sort()
-    return {"impl": "ensemble_member", "n": 1, "dtype": "fp32", "host_copy": False, "device": device,
-            "seconds": total, "steps": steps, "batch_images": batch, "image_size": size,
-            "per_step_s": per_step[len(per_step) // 2], "timer": "perf_counter", "dssim": dssim_impl, "load_1m": (loadavg() or [None])[0],
-            "note": f"time to train ONE MaskNet for {steps} steps of {batch} images at {size}^2 (classifier objective "
-                    f"+ DSSIM budget, Adam); a real member trains far longer (the thesis trains for hundreds of "
-                    f"epochs), so N x this is a lower bound on an N-member ensemble"}
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
@@ -258,6 +159,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-host-copy", action="store_true", help="cuda: skip the variants that copy nets to host")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats for N < 10^4")
     p.add_argument("--repeats-large", type=int, default=3, help="timed repeats for N >= 10^4")
+    p.add_argument("--pairs", type=int, default=5, help="interleaved HyperNet/reference pairs per N for the ratio "
+                   "(0: ratio of the two rows' medians)")
     p.add_argument("--loop-cap", type=int, default=1000, help="largest N for the one-net-per-call loop (not extrapolated)")
     p.add_argument("--member-steps", type=int, default=20, help="training steps of the one ensemble member (0: skip)")
     p.add_argument("--member-batch", type=int, default=16)
@@ -282,16 +185,6 @@ def pick_chunk(arg: int, device: str, n: int, bytes_per_net: int) -> int | None:
     free, _ = torch.cuda.mem_get_info()
     fit = int(0.4 * free / bytes_per_net)  # outputs + the largest generator's (n, 8448) intermediate
     return fit if fit < n else None
-
-
-def check_reference(hyper: HyperNet, ref: ReferenceHyperNet) -> float:
-    """Max |difference| between the two on the same z: the reference really computes what ours computes."""
-    with torch.inference_mode():
-        z = hyper.sample_z(4)
-        ours, theirs = hyper(z), ref(z)
-        flat = torch.cat([torch.cat([ours[f"{l.name}.weight"].flatten(1), ours[f"{l.name}.bias"]], 1)
-                          for l in hyper.spec.layers], 1)
-        return (flat - torch.cat(theirs, 1)).abs().max().item()
 
 
 def resolve(args: argparse.Namespace) -> tuple[str, list[int], list[str], list[bool]]:
@@ -337,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows: list[dict] = []
     skipped: list[str] = []
+    paired: dict[tuple, dict] = {}  # (n, dtype, host_copy) -> paired_ratio() of HyperNet vs reference
     payload = {
         "benchmark": "generation", "complete": False, "device": device, "torch": torch_info(device),
         "structure": spec.name, "spec_digest": spec.digest(), "hypernet_config": hyper.config_dict(),
@@ -357,6 +251,10 @@ def main(argv: list[str] | None = None) -> dict:
             "are free, milliseconds when a neighbour holds one (then CPU timings are inflated)",
             "ensemble_member = training ONE MaskNet for a stated number of steps (see its note)",
         ],
+        "roofs": {"reference": {"name": "minimal batched reference HyperNet (same matmuls, same device and dtype)",
+                                "rows": "impl == 'reference', one per (n, dtype, host_copy)",
+                                "ratio": "ratios[].ratio = median over --pairs interleaved pairs of HyperNet s / reference s "
+                                         "(ratio_of_medians: the rows' medians, timed one after the other)"}},
         "thesis": THESIS, "rows": rows, "skipped_for_budget": skipped,
     }
 
@@ -367,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["seconds_total"] = round(time.perf_counter() - t_start, 2)
         payload["ratios"] = [
             {"n": a["n"], "dtype": a["dtype"], "host_copy": a["host_copy"], "hypernet_s": a["seconds"],
-             "reference_s": b["seconds"], "ratio": a["seconds"] / b["seconds"]}
+             "reference_s": b["seconds"], "ratio_of_medians": a["seconds"] / b["seconds"],
+             **paired.get((a["n"], a["dtype"], a["host_copy"]), {"ratio": a["seconds"] / b["seconds"]})}
             for a in rows if a["impl"] == "hypernet"
             for b in rows if b["impl"] == "reference" and (b["n"], b["dtype"], b["host_copy"]) == (a["n"], a["dtype"], a["host_copy"])]
         return write_json(args.name, payload, args.out)  # rewritten as rows come in: a cut-off run keeps its data
@@ -402,8 +301,17 @@ def main(argv: list[str] | None = None) -> dict:
                     rows.append(measure("hypernet", lambda m: make_call(ours, m, chunk, host), n, **common))
                     rows.append(measure("reference", lambda m: make_call(theirs, m, chunk, host), n, **common))
                     a, b = rows[-2], rows[-1]
+                    if args.pairs:  # the target's ratio: interleaved pairs, so load drift hits both alike
+                        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+                        fa, fb = make_call(ours, n, chunk, host), make_call(theirs, n, chunk, host)
+                        k = max(1, min(100, int(0.02 / max(b["seconds"], 1e-6))))  # >= ~20 ms per timed sample
+                        def times(f: Callable[[], None], k: int = k) -> Callable[[], None]:
+                            return lambda: ([f() for _ in range(k)], sync())
+
+                        paired[(n, dname, host)] = {**paired_ratio(times(fa), times(fb), args.pairs), "calls_per_sample": k}
+                    ratio = paired.get((n, dname, host), {}).get("ratio", a["seconds"] / b["seconds"])
                     print(f"  {dname:4} host={int(host)} N={n:>6}: hypernet {a['seconds']:.4g} s  reference "
-                          f"{b['seconds']:.4g} s  ratio {a['seconds'] / b['seconds']:.2f}  load {a['load_1m']}", flush=True)
+                          f"{b['seconds']:.4g} s  ratio {ratio:.3f}  load {a['load_1m']}", flush=True)
                     if dname == "fp32" and n <= args.loop_cap:
                         rows.append(measure("loop", lambda m: loop_call(hyper, m, host), n,
                                             **{**common, "repeats": min(reps, 3), "chunk": None}))
@@ -416,7 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     path = save()
     cols = ["impl", "dtype", "host_copy", "n", "seconds", "per_net_us", "nets_per_s", "chunk", "peak_mem_mb", "load_1m"]
     print_table(rows, cols, title=f"\ngeneration ({device}, structure {spec.name}, {threads} threads)")
-    print_table(payload["ratios"], ["dtype", "host_copy", "n", "hypernet_s", "reference_s", "ratio"], title="\nhypernet / reference")
+    print_table(payload["ratios"], ["dtype", "host_copy", "n", "hypernet_s", "reference_s", "ratio", "ratio_of_medians"],
+                title="\nhypernet / reference (ratio: median of interleaved pairs)")
     print_table(THESIS["points"], ["n", "seconds"], title=f"\nthesis ({THESIS['device']})")
     print(f"\nwrote {path}")
     if not args.no_plot:

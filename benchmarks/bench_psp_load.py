@@ -289,6 +289,7 @@ def _run(args: argparse.Namespace, work: Path) -> None:
                        "masknet_params": loaded.spec.num_params(), "trained_for_benchmark": args.checkpoint is None},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "pg_url"},
         "runs": runs, "skipped": skipped,
+        "load_start": runs[0]["loadavg_before"] if runs else None, "load_end": runs[-1]["loadavg_after"] if runs else None,
     }
     path = write_json("psp_load", payload, args.out)
     print_table(runs, ["variant", "max_batch", "requests", "concurrency", "ok", "throughput_rps", "p50_ms", "p90_ms",

@@ -216,6 +216,7 @@ def main() -> int:
     print(f"end: {end['uptime']}")
     path = write_json("refine", {"rows": rows, "photo": photo, "budget_s": a.budget, "threads": 1,
                                  "structure": a.structure, "start": start, "after_export": after_export, "end": end,
+                                 "load_start": start["loadavg"], "load_end": end["loadavg"],
                                  "note": "2 shared cores: a training job may hold the other core; see uptime/loadavg"},
                       a.out)
     print(f"wrote {path}")

@@ -24,12 +24,22 @@ from benchmarks._common import RESULTS, read_json  # noqa: E402
 
 
 def _stamp(payload: dict) -> str:
+    """Machine (model, clock, cores, vector extensions), torch build and threads, load before -> after, roofs."""
     m = payload.get("machine", {})
-    dev = m.get("gpu") if payload.get("device") == "cuda" else f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)"
+    dev = m.get("gpu") if payload.get("device") == "cuda" else (m.get("label") or f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)")
     libs = m.get("libraries", {})
     threads = (payload.get("torch") or {}).get("threads")
-    return (f"{dev}; torch {libs.get('torch', '?')}{f', {threads} thread(s)' if threads else ''}; "
-            f"load {payload.get('load_start', m.get('loadavg_1m', '?'))}; {m.get('time', '')}")
+
+    def one(v):
+        return v[0] if isinstance(v, list) and v else (round(v, 2) if isinstance(v, float) else v)
+
+    load = f"{one(payload.get('load_start', m.get('loadavg_1m', '?')))}"
+    if payload.get("load_end", m.get("load_after")) is not None:
+        load += f"->{one(payload.get('load_end', m.get('load_after')))}"
+    roofs = [f"{r['name']} {r['value']:.4g} {r['unit']}" for r in (payload.get("roofs") or {}).values()
+             if isinstance(r, dict) and isinstance(r.get("value"), (int, float))]
+    return (f"{dev}; torch {libs.get('torch', '?')}{f', {threads} thread(s)' if threads else ''}; load {load}; "
+            f"{m.get('time', '')}" + (f"\nroofs (same run, best sample): {'; '.join(roofs)}" if roofs else ""))
 
 
 def _series(rows: list[dict], impl: str, dtype: str, host: bool, nmax: float = float("inf")) -> tuple[list, list]:
@@ -44,7 +54,8 @@ def plot_generation(payload: dict, out: Path) -> Path:
     member = next((r for r in rows if r.get("impl") == "ensemble_member"), None)
     dtypes = sorted({r["dtype"] for r in rows if r.get("impl") == "hypernet"}, key=["fp32", "tf32", "bf16"].index)
     hosts = sorted({bool(r.get("host_copy")) for r in rows if r.get("impl") == "hypernet"})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [3, 3, 2]})
+    _plot_generation_ratio(payload, ax3)
 
     # left: Fig 5.4 shape, 10..100 nets
     for ax, nmax, title in ((ax1, 100, "10-100 nets (thesis Fig 5.4 shape)"), (ax2, float("inf"), "up to 10^5 nets (Fig 5.5 shape)")):
@@ -83,6 +94,21 @@ def plot_generation(payload: dict, out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _plot_generation_ratio(payload: dict, ax) -> None:
+    """HyperNet / reference kernel (the generation target: <= 1.0 at N = 10^4) against N."""
+    ratios = [q for q in payload.get("ratios") or [] if isinstance(q, dict) and q.get("ratio") is not None]
+    for key in sorted({(q["dtype"], bool(q.get("host_copy"))) for q in ratios}):
+        pts = sorted((q["n"], q["ratio"]) for q in ratios if (q["dtype"], bool(q.get("host_copy"))) == key)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{key[0]}{' + host' if key[1] else ''}")
+    ax.axhline(1.0, color="tab:red", ls="--", lw=1, label="target at N = 10^4: <= 1.0")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of MaskNets N")
+    ax.set_ylabel("HyperNet / reference kernel (time)")
+    ax.set_title("ratio to the roof (same run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def plot_batched_apply(payload: dict, out: Path) -> Path:
@@ -137,25 +163,34 @@ def plot_generic(payload: dict, out: Path, value_keys: tuple[str, ...], title: s
 
 
 def plot_export(payload: dict, out: Path) -> Path | None:
-    """bench_export.py's summary: files/s per format and precision, one bar group per N."""
+    """bench_export.py's summary: files/s per format and precision (one bar group per N) and, when the JSON has the
+    roof, the ratio whole export / bare write of the same files (target: <= 1.2 for 10^4 ONNX fp32)."""
     summary = [r for r in payload.get("summary") or [] if isinstance(r, dict) and "files_per_s_median" in r]
     if not summary:
         return plot_generic(payload, out, ("files_per_s", "seconds"), "export: files/s")
     ns = sorted({r["n"] for r in summary})
     keys = sorted({(r["format"], r["precision"]) for r in summary})
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    has_ratio = any(r.get("ratio_to_bare_write_median") is not None for r in summary)
+    fig, axes = plt.subplots(1, 2 if has_ratio else 1, figsize=(14 if has_ratio else 9, 4.8), squeeze=False)
     width = 0.8 / len(ns)
-    for j, n in enumerate(ns):
-        vals = [next((r["files_per_s_median"] for r in summary if (r["format"], r["precision"], r["n"]) == (*k, n)), 0)
-                for k in keys]
-        ax.bar([i + j * width for i in range(len(keys))], vals, width, label=f"N = {n}")
-    ax.set_xticks([i + width * (len(ns) - 1) / 2 for i in range(len(keys))], [f"{f}\n{p}" for f, p in keys], fontsize=8)
-    ax.axhline(10_000 / 2.0, color="tab:red", ls="--", lw=1, label="target: 10^4 ONNX in 2 s")
-    ax.set_yscale("log")
-    ax.set_ylabel("files / s (median over runs)")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"export throughput (whole issue_users call)\n{_stamp(payload)}", fontsize=9)
+    xs = [i + width * (len(ns) - 1) / 2 for i in range(len(keys))]
+    for ax, field, ylabel in ((axes[0][0], "files_per_s_median", "files / s (median over runs)"),
+                              *(((axes[0][1], "ratio_to_bare_write_median", "whole export / bare write of the same files"),)
+                                if has_ratio else ())):
+        for j, n in enumerate(ns):
+            vals = [next((r.get(field) or 0 for r in summary if (r["format"], r["precision"], r["n"]) == (*k, n)), 0)
+                    for k in keys]
+            ax.bar([i + j * width for i in range(len(keys))], vals, width, label=f"N = {n}")
+        ax.set_xticks(xs, [f"{f}\n{p}" for f, p in keys], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    if has_ratio:
+        axes[0][1].axhline(1.2, color="tab:red", ls="--", lw=1, label="target (10^4 ONNX fp32): <= 1.2")
+        axes[0][1].set_title("ratio to the roof (bare write, same run)", fontsize=9)
+    for ax in axes[0]:
+        ax.legend(fontsize=8)
+    fig.suptitle(f"export throughput (whole issue_users call)\n{_stamp(payload)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -163,39 +198,55 @@ def plot_export(payload: dict, out: Path) -> Path | None:
 
 
 def plot_apply(payload: dict, out: Path) -> Path | None:
-    """bench_apply.py: per-image latency vs image side ('net' section) and the 12 MP photo end to end ('e2e')."""
+    """bench_apply.py: latency and ratio to the sgemm roof vs image side ('net'), the photo end to end ('e2e')."""
     rows = _generic_rows(payload)
     net = [r for r in rows if r.get("section") == "net" and isinstance(r.get("ms"), (int, float))]
     e2e = [r for r in rows if r.get("section") == "e2e" and isinstance(r.get("total_ms"), (int, float))]
     if not net:
         return plot_generic(payload, out, ("ms", "ms_per_image", "latency_ms", "seconds"), "on-device apply latency")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(18, 5.2), gridspec_kw={"width_ratios": [3, 3, 2]})
     variants = sorted({(r.get("runtime"), r.get("format"), r.get("precision")) for r in net}, key=str)
     colors = {v: plt.cm.tab10(i % 10) for i, v in enumerate(variants)}  # one colour per variant, style per threads
     for key in sorted({(r.get("runtime"), r.get("format"), r.get("precision"), r.get("threads")) for r in net}, key=str):
-        pts = sorted((r["size"], r["ms"]) for r in net if (r.get("runtime"), r.get("format"), r.get("precision"), r.get("threads")) == key)
-        style = "-" if key[3] == 1 else "--"
-        ax1.plot([p[0] for p in pts], [p[1] for p in pts], "o" + style, color=colors[key[:3]],
+        mine = sorted((r for r in net if (r.get("runtime"), r.get("format"), r.get("precision"), r.get("threads")) == key),
+                      key=lambda r: r["size"])
+        style = "o-" if key[3] == 1 else "o--"
+        ax1.plot([r["size"] for r in mine], [r["ms"] for r in mine], style, color=colors[key[:3]],
                  label=f"{key[1]} {key[2]} {key[3]}t", ms=4)
+        rat = [r for r in mine if r.get("ratio_to_sgemm") is not None]
+        if rat:
+            ax3.plot([r["size"] for r in rat], [r["ratio_to_sgemm"] for r in rat], style, color=colors[key[:3]],
+                     label=f"{key[1]} {key[2]} {key[3]}t", ms=4)
     sizes = sorted({r["size"] for r in net})
-    ax1.set_xscale("log")
-    ax1.set_xticks(sizes, [str(v) for v in sizes])
-    ax1.minorticks_off()
-    ax1.axhline(4.0, color="tab:red", lw=1, ls=":", label="target 112^2 <= 4 ms (1 thread)")
+    for ax in (ax1, ax3):
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(v) for v in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("image side (px)")
+        ax.grid(True, which="both", alpha=0.3)
     ax1.set_yscale("log")
-    ax1.set_xlabel("image side (px)")
     ax1.set_ylabel("ms per image (median)")
-    ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=6, ncol=2)
-    ax1.set_title("MaskNet per image (solid: 1 thread, dashed: 2)", fontsize=9)
+    ax1.set_title("MaskNet per image (solid: 1 thread, dashed: more)", fontsize=9)
+    if ax3.lines:
+        ax3.axhline(0.8, color="tab:red", lw=1, ls=":", label="target 112^2 fp32 .onnx: >= 0.8")
+        ax3.set_ylabel("GFLOP/s (spec FLOPs) / sgemm GFLOP/s, same threads")
+        ax3.legend(fontsize=6, ncol=2)
+        ax3.set_title("ratio to the sgemm roof (same run)", fontsize=9)
+    else:
+        ax3.text(0.5, 0.5, "no sgemm roof in this JSON", ha="center", transform=ax3.transAxes)
     if e2e:
-        labels = [f"{r.get('variant')} {r.get('threads')}t" for r in e2e]
-        ax2.barh(range(len(e2e)), [r["total_ms"] for r in e2e], color="tab:green")
-        ax2.set_yticks(range(len(e2e)), labels, fontsize=7)
+        roofed = all(r.get("ratio_to_roof") is not None for r in e2e)
+        field = "ratio_to_roof" if roofed else "total_ms"
+        ax2.barh(range(len(e2e)), [r[field] for r in e2e], color="tab:green")
+        ax2.set_yticks(range(len(e2e)), [f"{r.get('variant')} {r.get('threads')}t" for r in e2e], fontsize=7)
         ax2.invert_yaxis()
-        ax2.set_xlabel("ms per 12 MP photo, end to end")
+        if roofed:
+            ax2.axvline(1.5, color="tab:red", lw=1, ls=":", label="target <= 1.5")
+            ax2.legend(fontsize=7)
+        ax2.set_xlabel("end to end / Pillow decode + encode of the photo" if roofed else "ms per photo, end to end")
         ax2.grid(True, axis="x", alpha=0.3)
-        ax2.set_title("12 MP photo end to end", fontsize=9)
+        ax2.set_title(f"{e2e[0].get('megapixels', 12):g} MP photo end to end", fontsize=9)
     else:
         ax2.axis("off")
     fig.suptitle(f"on-device apply (onnxruntime)\n{_stamp(payload)}", fontsize=9)
