@@ -259,7 +259,7 @@ def bench_e2e(paths: dict[str, Path], detector_path: Path | None, threads_list: 
             row = {"section": "e2e", "variant": label, "mode": r.mode, "faces": r.faces,
                    "megapixels": round(photo_size[0] * photo_size[1] / 1e6, 2), "threads": threads,
                    "total_ms": round(total * 1e3, 1), "min_total_ms": round(runs[0][0] * 1e3, 1),
-                   "roof_ms": round(roof_ms, 1), "roof_samples_ms": [round(v, 1) for v in roof],
+                   "roof_ms": round(roof_ms, 3), "roof_samples_ms": [round(v, 3) for v in roof],
                    "ratio_to_roof": round(total * 1e3 / roof_ms, 3), "load_1m": _load()}
             row.update({f"{k}_ms": round(v * 1e3, 1) for k, v in r.timings.items()})
             rows.append(row)
