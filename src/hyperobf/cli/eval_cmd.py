@@ -141,6 +141,7 @@ def frontier(
     limit_steps: Annotated[int, typer.Option(min=1, help="Adam steps of the limit's first run (then doubled with a restart).")] = 100,
     limit_max_steps: Annotated[int, typer.Option(min=1, help="Cap of the stopping rule.")] = 400,
     limit_tol: Annotated[float, typer.Option(min=0.0, help="Stop doubling when identification moves less than this.")] = 0.02,
+    limit_lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate of the limit (on w, δ = ρ_pixel·tanh(w)).")] = 0.05,
     hybrid_k: Annotated[str, typer.Option(help="Hybrid: on-device refinement steps after the net (0 = none).")] = "0,5,10,25",
     hybrid_embedder: Annotated[str, typer.Option(help="Embedder the device refines against: dlib (MIT, shippable) | mobilefacenet.")] = "dlib",
     whitebox: Annotated[str, typer.Option(help="Embedder the per-image limit optimises against: mobilefacenet | dlib | both (ensemble); the others are black boxes.")] = "mobilefacenet",
@@ -189,7 +190,7 @@ def frontier(
             torch.set_num_threads(threads)
         cfg = FrontierConfig(rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
-                             limit_tol=limit_tol, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
+                             limit_tol=limit_tol, limit_lr=limit_lr, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,
                              resnet_rhos=_floats(resnet_rho, "--resnet-rho") if resnet_rho else ())
         sc = get_scale(scale, **({"n_targets": targets} if targets else {}))

@@ -69,7 +69,7 @@ class LimitConfig:
     rho_pixel: float = 0.05  # per-pixel clip (the nets' clip)
     mode: str = "untargeted"  # untargeted | targeted
     steps: int = 100
-    lr: float = 0.01  # Adam on w, δ = ρ_pixel·tanh(w)
+    lr: float = 0.05  # Adam on w, δ = ρ_pixel·tanh(w): ~10 steps to reach a 0.007 budget
     lambda_dssim: float = 300.0  # penalty weight on max(DSSIM − ρ, 0) (the nets' phase-1 weight)
     batch: int = 64  # photos optimised at once (independent: the batch only sets speed)
 
