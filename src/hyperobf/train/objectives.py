@@ -48,23 +48,28 @@ class ClassifierObjective(nn.Module):
 
     name = "adversarial"
 
-    def __init__(self, n_classes: int, lr: float) -> None:
+    def __init__(self, n_classes: int, lr: float, width: int = 32) -> None:
         super().__init__()
-        self.clf = SurrogateClassifier(n_classes)
+        self.clf = SurrogateClassifier(n_classes, width)
         self.opt = torch.optim.Adam(self.clf.parameters(), lr=lr)
 
     def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p_true = F.softmax(self.clf(x_prot), dim=1).gather(1, y[:, None]).squeeze(1)
         return -torch.log1p(-p_true.clamp(max=1 - 1e-6)).mean()
 
+    def surrogate_batch(self, x_clean: torch.Tensor, x_prot: torch.Tensor,
+                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the surrogate trains on: clean and (detached) perturbed faces."""
+        return torch.cat([x_clean, x_prot.detach()]), torch.cat([y, y])
+
     def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor,
                sync: Callable[[nn.Module], None] | None = None) -> float:
-        """One step of the classifier itself on clean and (detached) perturbed faces.
+        """One step of the surrogate on :meth:`surrogate_batch`.
 
         ``sync`` (multi-GPU) averages the classifier's gradients across processes before the step.
         """
-        x = torch.cat([x_clean, x_prot.detach()])
-        loss = F.cross_entropy(self.clf(x), torch.cat([y, y]))
+        x, labels = self.surrogate_batch(x_clean, x_prot, y)
+        loss = F.cross_entropy(self.clf(x), labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if sync is not None:
@@ -85,24 +90,13 @@ class ThesisObjective(ClassifierObjective):
     name = "thesis"
     needs_users = True  # identity-grouped batches (one pseudo-user per net)
 
-    def __init__(self, n_classes: int, lr: float, width: int = 32) -> None:
-        nn.Module.__init__(self)
-        self.clf = SurrogateClassifier(n_classes, width)
-        self.opt = torch.optim.Adam(self.clf.parameters(), lr=lr)
-
     def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.clf(x_prot), y)  # (n·b,) faces against their true identities
 
-    def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor,
-               sync: Callable[[nn.Module], None] | None = None) -> float:
-        """One step of the surrogate on the (detached) perturbed faces only: what an attacker trains on."""
-        loss = F.cross_entropy(self.clf(x_prot.detach()), y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if sync is not None:
-            sync(self.clf)
-        self.opt.step()
-        return float(loss.detach())
+    def surrogate_batch(self, x_clean: torch.Tensor, x_prot: torch.Tensor,
+                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The perturbed faces only: what an attacker's recogniser trains on."""
+        return x_prot.detach(), y
 
 
 def _feature(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None) -> nn.Module:
