@@ -83,3 +83,73 @@ def test_record_travels_from_checkpoint_to_model_and_protect(tiny_checkpoint, tm
     assert load_model(model).protection == rec
     assert "mobilefacenet nearest-centroid identifies 1.00 -> 0.91" in out
     assert "warning: these photos are NOT protected" in out
+
+
+def _preset_record() -> dict:
+    """As the frontier writes it: the net as issued (no preset) and under two presets' budgets."""
+    return protection.merge(None, [_entry("mobilefacenet", 0.91), _entry("dlib", 0.62),
+                                   {**_entry("mobilefacenet", 0.40), "preset": "mid", "rho": 0.012},
+                                   {**_entry("dlib", 0.35), "preset": "mid", "rho": 0.012},
+                                   {**_entry("mobilefacenet", 0.70), "preset": "low", "rho": 0.007}])
+
+
+def test_status_line_shows_the_entries_of_the_preset_in_use():
+    rec = _preset_record()
+    mid = protection.status_line(rec, "mid")
+    assert mid.startswith("protection measured ") and " under preset mid: " in mid
+    assert "mobilefacenet identifies 1.00 -> 0.40" in mid and "dlib identifies 1.00 -> 0.35" in mid
+    assert "0.91" not in mid and "0.70" not in mid and "0.62" not in mid  # other budgets' numbers stay out
+    low = protection.status_line(rec, "low")
+    assert " under preset low: " in low and "mobilefacenet identifies 1.00 -> 0.70" in low and "dlib" not in low
+
+
+def test_status_line_falls_back_to_all_entries_and_says_so():
+    rec = _preset_record()
+    high = protection.status_line(rec, "high")
+    assert "(nothing measured under preset high: all measurements shown)" in high
+    for acc in ("0.91", "0.62", "0.40", "0.35", "0.70"):
+        assert f"-> {acc}" in high
+    # each entry names the budget it was measured under, since they differ
+    assert "mobilefacenet identifies 1.00 -> 0.91 (d, p; as issued, no budget; DSSIM" in high
+    assert "mobilefacenet identifies 1.00 -> 0.40 (d, p; preset mid; DSSIM" in high
+    everything = protection.status_line(rec)  # no preset asked: all, labelled, no fallback remark
+    assert "nothing measured" not in everything and "-> 0.91 (d, p; as issued, no budget;" in everything
+    plain = protection.merge(None, [_entry("a", 0.2)])  # a record without presets reads as before, with its label
+    assert protection.status_line(plain, "mid").startswith("protection measured ")
+    assert "(nothing measured under preset mid: all measurements shown)" in protection.status_line(plain, "mid")
+    custom = protection.status_line(rec, rho=0.007)  # a ρ given as a number: entries that ran under it
+    assert " under DSSIM <= 0.007: mobilefacenet identifies 1.00 -> 0.70" in custom and "0.91" not in custom
+
+
+def test_warning_follows_the_preset_in_use():
+    rec = _preset_record()
+    assert protection.warning_line(rec, "mid") is None  # under mid every measured attacker is ≤ half
+    low = protection.warning_line(rec, "low")
+    assert low and "mobilefacenet 0.70" in low and "dlib" not in low
+    fallback = protection.warning_line(rec, "high")  # nothing under high: all entries speak
+    assert fallback and "mobilefacenet 0.91" in fallback and "dlib 0.62" in fallback
+    assert [e["acc_protected"] for e in protection.failing(rec, "mid")] == []
+
+
+def test_protect_prints_the_line_of_its_preset(tiny_checkpoint, tmp_path):
+    from hyperobf.train.checkpoint import record_protection
+
+    ckpt = tmp_path / "ckpt.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    record_protection(ckpt, _preset_record()["entries"])
+    models = tmp_path / "models"
+    r = runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--users", "1", "--out", str(models)])
+    assert r.exit_code == 0, r.output
+    model = next(models.rglob("*.onnx"))
+    photo = _photo(tmp_path)
+    for args, want, warned in [([], "under preset mid: mobilefacenet identifies 1.00 -> 0.40", False),
+                               (["--preset", "low"], "under preset low: mobilefacenet identifies 1.00 -> 0.70", True),
+                               (["--budget", "0.01"], "(nothing measured under DSSIM <= 0.01: all measurements shown)",
+                                True),  # all entries speak, the as-issued 0.91 among them
+                               (["--budget", "0.012"], "under preset mid: mobilefacenet identifies 1.00 -> 0.40", False)]:
+        out = tmp_path / f"out{len(args)}{args[-1] if args else ''}"
+        r = runner.invoke(app, ["protect", str(photo), "--model", str(model), "--out", str(out), *args])
+        assert r.exit_code == 0, r.output
+        assert want in r.stdout, r.stdout
+        if warned is not None:
+            assert ("warning: these photos are NOT protected" in r.stdout) == warned

@@ -289,7 +289,7 @@ def test_protect_cli_with_refiner_runs_without_torch(tiny_refiner, tmp_path):
                         "-d", str(scrfd), "--refiner", str(tiny_refiner[0]), "--refine-steps", "2", "-v"],
                        capture_output=True, text=True, timeout=120, env=env_without_torch(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "refining each face with 2 step(s) against tiny" in r.stdout and "(face, 1 face(s))" in r.stdout
+    assert "refining each face with 2 step(s) against tiny" in r.stdout and "(face, 1 face(s); DSSIM written/crop 0." in r.stdout
     assert " refine " in r.stdout and (tmp_path / "a_protected.png").is_file()
 
 

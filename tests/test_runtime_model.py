@@ -23,8 +23,11 @@ runner = CliRunner()
 
 
 def test_runtime_and_protect_command_do_not_import_torch(tmp_path, models):  # noqa: F811
-    code = ("import hyperobf.device_runtime, hyperobf.device_runtime.refine, hyperobf.refiner_meta, hyperobf.cli.protect_cmd, sys; "
-            "assert 'torch' not in sys.modules")
+    code = ("import hyperobf.device_runtime, hyperobf.device_runtime.refine, hyperobf.device_runtime.budget, "
+            "hyperobf.presets, hyperobf.refiner_meta, hyperobf.cli.protect_cmd, sys; "
+            "from hyperobf.device_runtime.budget import fit_budget, resolve_budget; import numpy as np; "
+            "x = np.full((1, 3, 16, 16), 0.5, np.float32); fit_budget(x, x * 0 + 0.05, resolve_budget('low')[0], 0.05); "
+            "assert 'torch' not in sys.modules and 'kornia' not in sys.modules and 'scipy' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     # The real command line, with a poisoned `torch` first on the path: any import of it fails the run.

@@ -4,7 +4,8 @@ One record per checkpoint, the single place every measurement of protection land
 ``hyperobf protection-check`` and ``hyperobf eval frontier`` write it into the checkpoint,
 ``hyperobf export`` and the PSP copy it into every model's metadata (``hyperobf.protection``),
 and ``hyperobf protect`` prints one line from it (or "protection not measured") plus a warning
-when a measured attacker still identifies more than half of the protected photos.
+when a measured attacker still identifies more than half of the protected photos — both from the
+entries measured under the budget preset the photos are protected with, when there are any.
 Pure Python (no torch): the device runtime imports this module.
 
 Record (JSON)::
@@ -82,29 +83,64 @@ def merge(record: dict | None, entries: list[dict], preset: str | None = None) -
     return out
 
 
-def failing(record: dict | None) -> list[dict]:
-    """Entries whose attacker still identifies more than half of the protected photos."""
-    rec = validate(record)
-    return [e for e in (rec or {}).get("entries", []) if e["acc_protected"] > FAILS_ABOVE]
+def select(record: dict | None, preset: str | None = None, rho: float | None = None) -> tuple[list[dict], bool]:
+    """The entries that speak for a run under a budget: (entries, True) when some were measured under it,
+    else (all entries, False). The budget is the preset ``preset``, or a DSSIM ``rho`` that is no preset's
+    (entries carry the ρ they ran under); neither: all entries, True."""
+    entries = list((validate(record) or {}).get("entries", []))
+    if preset is None and rho is None:
+        return entries, True
+    if preset is not None:
+        mine = [e for e in entries if e.get("preset") == preset]
+    else:
+        mine = [e for e in entries if isinstance(e.get("rho"), (int, float)) and abs(e["rho"] - rho) < 1e-12]
+    return (mine, True) if mine else (entries, False)
 
 
-def status_line(record: dict | None) -> str:
-    """One line for the user: the measured numbers, or that nothing was measured."""
+def failing(record: dict | None, preset: str | None = None, rho: float | None = None) -> list[dict]:
+    """Entries (of the budget in use, see :func:`select`) whose attacker still identifies more than half of
+    the protected photos."""
+    return [e for e in select(record, preset, rho)[0] if e["acc_protected"] > FAILS_ABOVE]
+
+
+def _budget(e: dict) -> str:
+    if e.get("preset"):
+        return f"preset {e['preset']}"
+    return f"DSSIM <= {e['rho']:g}" if isinstance(e.get("rho"), (int, float)) else "as issued, no budget"
+
+
+def status_line(record: dict | None, preset: str | None = None, rho: float | None = None) -> str:
+    """One line for the user: the measured numbers, or that nothing was measured.
+
+    ``preset`` (or, for a budget that is no preset's, ``rho``): the budget the photos are protected under
+    (``hyperobf protect --preset`` / ``--budget``); the line shows the entries measured under it, or — when
+    there are none — all entries, each with the budget it was measured under, and says so. Neither: all.
+    """
     rec = validate(record)
     if not rec or not rec["entries"]:
         return ("protection not measured: nobody has attacked the HyperNet behind this model, "
                 "so there is no evidence that it protects")
+    entries, matched = select(rec, preset, rho)
+    asked = f"preset {preset}" if preset is not None else (f"DSSIM <= {rho:g}" if rho is not None else None)
+    labelled = not (asked and matched)  # mixed budgets: name each entry's
     parts = [f"{e['attacker']} identifies {e['acc_clean']:.2f} -> {e['acc_protected']:.2f} "
-             f"({e['data']}, {e['protocol']}; DSSIM {e['dssim_mean']:.4f}, max {e['dssim_max']:.4f})"
-             for e in rec["entries"]]
-    when = max(e["date"] for e in rec["entries"])[:10]
-    preset = f" [preset {rec['preset']}]" if rec.get("preset") else ""
-    return f"protection measured {when}{preset}: " + "; ".join(parts)
+             f"({e['data']}, {e['protocol']}; " + (f"{_budget(e)}; " if labelled else "")
+             + f"DSSIM {e['dssim_mean']:.4f}, max {e['dssim_max']:.4f})"
+             for e in entries]
+    when = max(e["date"] for e in entries)[:10]
+    if asked and matched:
+        head = f"protection measured {when} under {asked}"
+    elif asked:
+        head = f"protection measured {when} (nothing measured under {asked}: all measurements shown)"
+    else:
+        head = f"protection measured {when}" + (f" [preset {rec['preset']}]" if rec.get("preset") else "")
+    return head + ": " + "; ".join(parts)
 
 
-def warning_line(record: dict | None) -> str | None:
-    """A warning when any measured attacker identifies more than half of the protected photos."""
-    bad = failing(record)
+def warning_line(record: dict | None, preset: str | None = None, rho: float | None = None) -> str | None:
+    """A warning when any measured attacker (of the budget in use, see :func:`select`) identifies more than
+    half of the protected photos."""
+    bad = failing(record, preset, rho)
     if not bad:
         return None
     names = ", ".join(f"{e['attacker']} {e['acc_protected']:.2f}" for e in bad)

@@ -36,6 +36,9 @@ class FileResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, decode..encode
     label: str = ""  # src as shown to the user: relative to the folder it was found under, else as given
     dst_label: str = ""  # dst relative to the output root (--out, else that folder), else as built
+    dssim: list[float] = field(default_factory=list)  # measured on the written pixels (Protection.dssim)
+    scales: list[float] = field(default_factory=list)  # share of δ the DSSIM budget kept (Protection.scales)
+    budget_dssim: list[float] = field(default_factory=list)  # what the budget rule measured (Protection.budget_dssim)
 
     def __post_init__(self) -> None:
         self.label = self.label or str(self.src)
@@ -80,7 +83,8 @@ def protect_file(src: Path, dst: Path, model: MaskNetModel, detector: FaceDetect
         params = save_params(fmt, loaded.exif, loaded.info, px.icc_profile, write.keep_metadata)
         save_atomic(res.image, dst, write.quality, overwrite=write.overwrite, **params)
         timings["encode"] = time.perf_counter() - t
-        return FileResult(src, dst, PROTECTED, "", res.mode, res.faces, notes, timings)
+        return FileResult(src, dst, PROTECTED, "", res.mode, res.faces, notes, timings,
+                          dssim=res.dssim, scales=res.scales, budget_dssim=res.budget_dssim)
     except OutputExists:
         return FileResult(src, dst, SKIPPED, "output exists, not overwritten (--overwrite replaces it)")
     except InputError as e:

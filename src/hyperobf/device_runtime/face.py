@@ -17,6 +17,7 @@ from PIL import Image
 
 from . import codes
 from .align import face_to_template, feather_mask, footprint, warp
+from .budget import Reference
 from .detect import Face
 from .model import MaskNetModel
 
@@ -117,3 +118,14 @@ def protect_faces(img: Image.Image, faces: list[Face], model: MaskNetModel, feat
     out.paste(codes.add(img.crop(box), back, k), (x0, y0))
     t4 = time.perf_counter()
     return out, {**tm, "map_back": t3 - t2, "apply": t4 - t3}
+
+
+def face_dssim(before: Image.Image, after: Image.Image, faces: list[Face], size: int) -> list[float]:
+    """DSSIM of each face as written: the aligned size² crop of ``after`` against that of ``before``
+    (what an attacker's aligner takes from the photo; budget.py's SSIM). One value per face."""
+    if not faces:
+        return []
+    x, mats = aligned_crops(before, faces, size)  # (N, S, S, 3) uint8
+    y = np.stack([np.asarray(warp(after, m, (size, size))) for m in mats])
+    chw = lambda a: a.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(1.0 / 255.0)  # noqa: E731
+    return [float(v) for v in Reference(chw(x)).dssim(chw(y))]

@@ -10,6 +10,11 @@ Two modes (see whole.py and face.py):
 
 ``auto`` picks ``face`` when a detector is given, else ``whole``.
 
+The budget rule (budget.py, the evaluation's rule; ``ProtectOptions.budget``: a preset of
+hyperobf.presets, a DSSIM ρ, or None): face mode scales each aligned 112² face's δ — after the
+net and any refinement — until its 8-bit crop has DSSIM ≤ ρ; whole mode scales the working
+image's δ until every 112² window does. Default: preset ``mid`` (README: "DSSIM budget").
+
     from hyperobf.device_runtime import load_model, load_detector, protect_image
     out = protect_image(Image.open("me.jpg"), load_model("user.onnx"), detector=load_detector("scrfd.onnx"))
 """
@@ -24,8 +29,9 @@ import numpy as np
 from PIL import Image
 
 from .align import face_to_template, scale_of
+from .budget import DEFAULT_PRESET, BudgetedModel, resolve_budget
 from .detect import Face, FaceDetector
-from .face import FEATHER, protect_faces
+from .face import FEATHER, face_dssim, protect_faces
 from .model import MaskNetModel
 from .pixels import Pixels, reattach, to_rgb
 from .refine import RefinedModel
@@ -49,8 +55,11 @@ class ProtectOptions:
     # Hybrid refinement (refine.py): K gradient steps on each aligned face after the MaskNet (face mode only).
     refiner: object | None = field(default=None, compare=False, repr=False)  # a refine.Refiner
     refine_steps: int = 0
+    # The budget rule: a preset name (hyperobf.presets), a DSSIM ρ in (0, 1], or None (no DSSIM budget).
+    budget: str | float | None = DEFAULT_PRESET
 
     def __post_init__(self) -> None:
+        resolve_budget(self.budget)  # ValueError (one line) for an unknown preset or a bad ρ
         if self.refine_steps < 0:
             raise ValueError("refine_steps must be >= 0")
         if self.refine_steps and self.refiner is None:
@@ -61,6 +70,16 @@ class ProtectOptions:
             raise ValueError(f"unknown no-face policy {self.no_face!r}; choose {', '.join(NO_FACE)}")
         if self.work_size is not None and self.work_size < 8:
             raise ValueError("work_size must be at least 8 pixels")
+
+    @property
+    def rho(self) -> float | None:
+        """The DSSIM budget ρ (None: no budget)."""
+        return resolve_budget(self.budget)[0]
+
+    @property
+    def preset(self) -> str | None:
+        """The preset whose budget applies (None: no budget, or a ρ that is no preset's)."""
+        return resolve_budget(self.budget)[1]
 
 
 @dataclass
@@ -73,6 +92,14 @@ class Protection:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     work_shape: tuple[int, int] | None = None  # whole mode: (h, w) at which δ was computed
+    # Measured on the written pixels. face: per face, its aligned 112² crop vs the original's;
+    # whole: one value, the largest DSSIM over the 112² windows of the photo brought back to working scale.
+    dssim: list[float] = field(default_factory=list)
+    scales: list[float] = field(default_factory=list)  # the share of δ the budget kept (per face / one), 1 = all
+    # What the budget rule measured at the kept scale (empty without a budget). face: each 8-bit aligned
+    # crop's DSSIM; whole: the 8-bit working image's worst window.
+    budget_dssim: list[float] = field(default_factory=list)
+    rho: float | None = None  # the DSSIM budget applied (None: none)
 
 
 def _face_scale(faces: list[Face], size: int) -> float:
@@ -88,6 +115,7 @@ def protect_rgb(px: Pixels, model: MaskNetModel, detector: FaceDetector | None =
     if mode == "face" and detector is None:
         raise ValueError("face mode needs a face detector (--detector)")
     img = px.rgb
+    rho = opt.rho
     timings: dict[str, float] = {}
     notes: list[str] = [px.note] if px.note else []
     size = model.fixed_size or model.spec.input_size
@@ -98,12 +126,22 @@ def protect_rgb(px: Pixels, model: MaskNetModel, detector: FaceDetector | None =
         timings["detect"] = time.perf_counter() - t
     if mode == "face":
         if faces:
-            net = RefinedModel(model, opt.refiner, opt.refine_steps) if opt.refine_steps else model  # type: ignore[arg-type]
-            out, tm = protect_faces(img, faces, net, opt.feather)  # type: ignore[arg-type]
+            refined = RefinedModel(model, opt.refiner, opt.refine_steps) if opt.refine_steps else None  # type: ignore[arg-type]
+            net = refined or model
+            budgeted = BudgetedModel(net, rho) if rho is not None else None
+            out, tm = protect_faces(img, faces, budgeted or net, opt.feather)  # type: ignore[arg-type]
             timings.update(tm)
-            if isinstance(net, RefinedModel):
-                timings["refine"] = net.seconds  # part of "perturb"
-            return Protection(reattach(out, px), "face", len(faces), notes, timings)
+            if refined is not None:
+                timings["refine"] = refined.seconds  # part of "perturb"
+            if budgeted is not None:
+                timings["budget"] = budgeted.seconds  # part of "perturb"
+            t = time.perf_counter()
+            measured = face_dssim(img, out, faces, size)
+            timings["measure"] = time.perf_counter() - t
+            scales = budgeted.scales if budgeted is not None else [1.0] * len(faces)
+            at_crop = budgeted.dssim if budgeted is not None else []
+            return Protection(reattach(out, px), "face", len(faces), notes, timings, dssim=measured, scales=scales,
+                              budget_dssim=at_crop, rho=rho)
         if opt.no_face == "skip":
             return Protection(None, "skipped", 0, notes + ["no face found: skipped"], timings)
         notes.append("no face found: protected as a whole photo")
@@ -115,9 +153,11 @@ def protect_rgb(px: Pixels, model: MaskNetModel, detector: FaceDetector | None =
         notes.append(f"working scale {scale:.3g} from {len(faces)} face(s)")
     else:
         scale = (opt.work_size or DEFAULT_WORK_SIZE) / min(h, w)
-    out, work, tm = whole_photo(img, model, scale, opt.max_work_pixels)
+    budget = (rho, float(model.spec.rho_pixel)) if rho is not None else None
+    out, work, tm, (kept, at_work, measured) = whole_photo(img, model, scale, opt.max_work_pixels, budget)
     timings.update(tm)
-    return Protection(reattach(out, px), "whole", len(faces), notes, timings, work)
+    return Protection(reattach(out, px), "whole", len(faces), notes, timings, work, dssim=[measured], scales=[kept],
+                      budget_dssim=[at_work] if at_work is not None else [], rho=rho)
 
 
 def protect(img: Image.Image, model: MaskNetModel, detector: FaceDetector | None = None,

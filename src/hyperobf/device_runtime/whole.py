@@ -17,6 +17,9 @@ Fixed-shape models (1×3×S×S) are run on S×S tiles of the working image that 
 2·``margin`` pixels; each tile contributes only its centre, so — for nets whose receptive
 field fits in the margin (structures A–C: 5 px) — the result equals one pass over the image,
 apart from how the outermost pixels are padded.
+
+With a DSSIM budget, one scale of the working image's δ keeps every S×S window (a face at working
+scale) within ρ: budget.py's ``fit_budget_windows``, the per-face rule without aligned faces.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from . import codes
+from .budget import Reference, fit_budget_windows
 from .model import MaskNetModel
 
 DEFAULT_WORK_SIZE = 192
@@ -119,10 +123,17 @@ def _add_float(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def whole_photo(img: Image.Image, model: MaskNetModel, scale: float, max_pixels: int = MAX_WORK_PIXELS
-                ) -> tuple[Image.Image, tuple[int, int], dict[str, float]]:
-    """Protect a whole RGB photo with δ computed at working ``scale``: (protected RGB image,
-    working (h, w), timings in seconds for resize / perturb / upsample+add)."""
+def whole_photo(img: Image.Image, model: MaskNetModel, scale: float, max_pixels: int = MAX_WORK_PIXELS,
+                budget: tuple[float, float] | None = None
+                ) -> tuple[Image.Image, tuple[int, int], dict[str, float], tuple[float, float | None, float]]:
+    """Protect a whole RGB photo with δ computed at working ``scale``: (protected RGB image, working (h, w),
+    timings in seconds for resize / perturb / budget / upsample+add / measure,
+    (scale the budget kept, worst-window DSSIM of the 8-bit working image (None without a budget), written)).
+
+    ``budget`` (ρ, ρ_pixel): one scale for the working image's δ so that every S×S window of the 8-bit
+    working image has DSSIM ≤ ρ (budget.fit_budget_windows). "written" is measured on the written
+    pixels: the protected photo brought back to working scale, largest S×S window.
+    """
     w, h = img.size
     wh, ww = working_shape(h, w, scale, max_pixels)
     t0 = time.perf_counter()
@@ -131,6 +142,19 @@ def whole_photo(img: Image.Image, model: MaskNetModel, scale: float, max_pixels:
     t1 = time.perf_counter()
     d = delta_tiled(rgb, model) if model.fixed_size else delta_dynamic(rgb, model)
     t2 = time.perf_counter()
-    out = add_upsampled(img, d)
+    window = model.fixed_size or model.spec.input_size
+    s, at_work = 1.0, None
+    if budget is not None:
+        x = _chw(rgb)  # (1, 3, h, w) on the 8-bit grid
+        fitted, sc, dw = fit_budget_windows(x, d.transpose(2, 0, 1)[None], budget[0], budget[1], window)
+        d, s, at_work = (fitted - x)[0].transpose(1, 2, 0), float(sc[0]), float(dw[0])  # d: (h, w, 3)
     t3 = time.perf_counter()
-    return out, (wh, ww), {"resize": t1 - t0, "perturb": t2 - t1, "apply": t3 - t2}
+    out = add_upsampled(img, d)
+    t4 = time.perf_counter()
+    back = out if (wh, ww) == (h, w) else out.resize((ww, wh), Image.BILINEAR, reducing_gap=3.0)
+    measured = float(Reference(_chw(rgb)).dssim_windows_max(_chw(np.asarray(back)), window)[0])
+    t5 = time.perf_counter()
+    tm = {"resize": t1 - t0, "perturb": t2 - t1, "budget": t3 - t2, "apply": t4 - t3, "measure": t5 - t4}
+    if budget is None:
+        del tm["budget"]
+    return out, (wh, ww), tm, (s, at_work, measured)
