@@ -279,3 +279,21 @@ def test_result_line_states_each_faces_dssim():
     r = FileResult(Path("c.png"), Path("c_protected.png"), "protected", mode="whole", dssim=[0.02], scales=[1.0])
     assert result_lines(r) == ["protected: c.png -> c_protected.png  (whole; DSSIM written 0.0200, "
                                "worst face-sized window)"]  # no budget (library call): the written value only
+
+
+def test_bench_budget_smoke(tmp_path):
+    """The benchmark harness on two faces (never asserts on timings)."""
+    import json
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks import bench_budget
+
+    bench_budget.main(["--n", "2", "--repeats", "1", "--out", str(tmp_path)])
+    d = json.loads((tmp_path / "budget.json").read_text())
+    assert {r["what"] for r in d["rows"]} == {"ssim", "reference", "fit"} and len(d["rows"]) == 9
+    assert all(r["wall_ms"] > 0 for r in d["rows"]) and set(d["parity"]) == set(PRESETS)
+    assert all(p["equal"] + p["differing"] == 2 and p["max_abs_dssim_np_vs_kornia"] < 1e-5 for p in d["parity"].values())
+    assert "machine" in d and len(d["load_start"]) == 3
