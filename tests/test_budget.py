@@ -159,6 +159,7 @@ def test_resolve_budget():
     assert B.resolve_budget("low") == (PRESETS["low"].rho, "low")
     assert B.resolve_budget(PRESETS["high"].rho) == (PRESETS["high"].rho, "high")
     assert B.resolve_budget(0.01) == (0.01, None)
+    assert B.resolve_budget(np.float32(0.25)) == (0.25, None) and B.resolve_budget(1) == (1.0, None)
     assert B.resolve_budget(None) == (None, None)
     for bad, msg in [("extreme", "unknown preset"), (0.0, r"\(0, 1\]"), (1.5, r"\(0, 1\]"), (-0.1, r"\(0, 1\]"),
                      (True, "preset name or a DSSIM"), ("0.01", "unknown preset")]:

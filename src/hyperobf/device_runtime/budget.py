@@ -21,6 +21,7 @@ neighbours at the window's edges where a face crop would see reflect padding (a 
 
 from __future__ import annotations
 
+import numbers
 import time
 from functools import lru_cache
 from typing import Callable
@@ -214,7 +215,7 @@ def resolve_budget(budget: str | float | None) -> tuple[float | None, str | None
         return None, None
     if isinstance(budget, str):
         return get_preset(budget).rho, budget
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):  # numpy scalars too
         raise ValueError(f"budget must be a preset name or a DSSIM value, got {budget!r}")
     rho = float(budget)
     if not 0.0 < rho <= 1.0:  # DSSIM lies in [0, 1]; 0 would forbid any perturbation
