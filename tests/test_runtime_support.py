@@ -47,14 +47,14 @@ def build_model(path: Path, shape: str = "dynamic", seed: int = 0, structure: st
     return path
 
 
-def highpass_model(path: Path, gain: float = 30.0) -> Path:
+def highpass_model(path: Path, gain: float = 30.0, rho_pixel: float = 0.03, shape: str = "dynamic") -> Path:
     """A tiny-spec MaskNet whose δ is ρ·tanh(gain·Laplacian(x)) per channel (R, G, and R again for B):
     a perturbation tied to the image's scale, like a trained net's high-frequency pattern."""
     from hyperobf.export.onnx_graph import build_onnx
     from hyperobf.model_meta import build_metadata
     from hyperobf.spec import builtin_spec
 
-    spec = builtin_spec("tiny")
+    spec = builtin_spec("tiny", rho_pixel)
     p = {k: np.zeros(v, np.float32) for k, v in spec.param_shapes().items()}
     lap = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
     for i, (ch, sign) in enumerate([(0, 1), (0, -1), (1, 1), (1, -1)]):
@@ -63,8 +63,8 @@ def highpass_model(path: Path, gain: float = 30.0) -> Path:
         p["fc.weight"][i, i, 0, 0] = 1.0
     for out, (a, b) in enumerate([(0, 1), (2, 3), (0, 1)]):
         p["proj.weight"][out, a, 0, 0], p["proj.weight"][out, b, 0, 0] = gain, -gain
-    meta = build_metadata(spec, "highpass", "0" * 64, shape="dynamic")
-    path.write_bytes(build_onnx(spec, p, "dynamic", meta).SerializeToString())
+    meta = build_metadata(spec, "highpass", "0" * 64, shape=shape)
+    path.write_bytes(build_onnx(spec, p, shape, meta).SerializeToString())
     return path
 
 

@@ -1,0 +1,109 @@
+// The page's readout: PSNR of the protected photo against the original (full resolution) and DSSIM at
+// working scale, as the project measures it (train.losses.dssim: kornia's SSIM, 11-tap Gaussian window
+// σ 1.5, reflect padding, C1 = 0.01², C2 = 0.03², DSSIM = (1 − mean SSIM) / 2), plus the largest DSSIM
+// over every S×S window (a face at working scale; the whole-mode measure `hyperobf protect` prints).
+// Computed in float64; Python computes in float32 (differences ~1e-6).
+
+const WINDOW = 11, SIGMA = 1.5, C1 = 0.01 ** 2, C2 = 0.03 ** 2, EPS = 1e-12;
+
+function gaussian() {
+  const g = new Float64Array(WINDOW);
+  let s = 0;
+  for (let i = 0; i < WINDOW; i++) { const n = i - (WINDOW >> 1); g[i] = Math.exp(-(n * n) / (2 * SIGMA * SIGMA)); s += g[i]; }
+  for (let i = 0; i < WINDOW; i++) g[i] /= s;
+  return g;
+}
+const G = gaussian();
+
+function reflect(i, n) {
+  if (n === 1) return 0;
+  const period = 2 * (n - 1);
+  i = ((i % period) + period) % period;
+  return i >= n ? period - i : i;
+}
+
+/** Separable Gaussian blur of one (h × w) float64 plane with reflect padding. */
+function blur(src, w, h) {
+  const r = WINDOW >> 1;
+  const tmp = new Float64Array(w * h), out = new Float64Array(w * h);
+  const xi = new Int32Array(w + 2 * r), yi = new Int32Array(h + 2 * r);
+  for (let x = -r; x < w + r; x++) xi[x + r] = reflect(x, w);
+  for (let y = -r; y < h + r; y++) yi[y + r] = reflect(y, h);
+  for (let y = 0; y < h; y++) {
+    const row = y * w;
+    for (let x = 0; x < w; x++) {
+      let s = 0;
+      for (let j = 0; j < WINDOW; j++) s += G[j] * src[row + xi[x + j]];
+      tmp[row + x] = s;
+    }
+  }
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      let s = 0;
+      for (let j = 0; j < WINDOW; j++) s += G[j] * tmp[yi[y + j] * w + x];
+      out[y * w + x] = s;
+    }
+  }
+  return out;
+}
+
+/** Per-pixel DSSIM map (h × w, mean over the 3 channels) of two w × h × ch uint8 images. */
+export function dssimMap(a, b, w, h, ch = 3) {
+  const n = w * h;
+  const d = new Float64Array(n);
+  const x = new Float64Array(n), y = new Float64Array(n);
+  const xx = new Float64Array(n), yy = new Float64Array(n), xy = new Float64Array(n);
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < n; i++) {
+      const u = a[i * ch + c] / 255, v = b[i * ch + c] / 255;
+      x[i] = u; y[i] = v; xx[i] = u * u; yy[i] = v * v; xy[i] = u * v;
+    }
+    const mx = blur(x, w, h), my = blur(y, w, h), mxx = blur(xx, w, h), myy = blur(yy, w, h), mxy = blur(xy, w, h);
+    for (let i = 0; i < n; i++) {
+      const m12 = mx[i] * my[i], m1 = mx[i] * mx[i], m2 = my[i] * my[i];
+      const num = (2 * m12 + C1) * (2 * (mxy[i] - m12) + C2);
+      const den = (m1 + m2 + C1) * ((mxx[i] - m1) + (myy[i] - m2) + C2);
+      d[i] += (1 - num / (den + EPS)) / 2 / 3;
+    }
+  }
+  return d;
+}
+
+/** The largest mean of a (h × w) map over any win × win box (clipped to the image). */
+export function windowMax(d, w, h, win) {
+  const wh = Math.min(win, h), ww = Math.min(win, w);
+  const ii = new Float64Array((h + 1) * (w + 1));
+  for (let y = 0; y < h; y++) {
+    let row = 0;
+    for (let x = 0; x < w; x++) {
+      row += d[y * w + x];
+      ii[(y + 1) * (w + 1) + x + 1] = ii[y * (w + 1) + x + 1] + row;
+    }
+  }
+  let best = -Infinity;
+  for (let y = 0; y + wh <= h; y++) {
+    for (let x = 0; x + ww <= w; x++) {
+      const s = ii[(y + wh) * (w + 1) + x + ww] - ii[y * (w + 1) + x + ww] - ii[(y + wh) * (w + 1) + x] + ii[y * (w + 1) + x];
+      if (s > best) best = s;
+    }
+  }
+  return best / (wh * ww);
+}
+
+/** { dssim: mean DSSIM, dssimWindow: worst win × win window } of two w × h × ch uint8 images. */
+export function ssimStats(a, b, w, h, ch, win) {
+  const d = dssimMap(a, b, w, h, ch);
+  let s = 0;
+  for (let i = 0; i < d.length; i++) s += d[i];
+  return { dssim: s / d.length, dssimWindow: windowMax(d, w, h, win) };
+}
+
+/** PSNR in dB over the RGB channels of two w × h × ch uint8 images (Infinity when identical). */
+export function psnr(a, b, w, h, ch) {
+  let se = 0;
+  for (let i = 0, p = 0; i < w * h; i++, p += ch) {
+    for (let c = 0; c < 3; c++) { const e = a[p + c] - b[p + c]; se += e * e; }
+  }
+  const mse = se / (w * h * 3) / (255 * 255);
+  return mse === 0 ? Infinity : -10 * Math.log10(mse);
+}
