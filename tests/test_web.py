@@ -344,6 +344,36 @@ def test_dssim_readout_matches_kornia(tmp_path):
     assert abs(got["dssimWindow"] - box.max() / 112**2) < 2e-5
 
 
+def test_budget_rule_matches_python(tmp_path):
+    """fit_budget_windows (hyperobf protect's default in whole mode): the same scale, δ' within 1/255."""
+    from hyperobf.device_runtime.budget import fit_budget_windows
+    from hyperobf.presets import PRESETS
+
+    assert run_node([{"op": "presets"}], tmp_path)[0] == {p.name: p.rho for p in PRESETS.values()}
+    rng = np.random.default_rng(6)
+    jobs, refs = [], []
+    for i, (w, h, rho, rho_pixel, amp) in enumerate([(250, 192, 0.012, 0.03, 0.03), (256, 192, 0.007, 0.03, 0.02),
+                                                     (192, 256, 0.017, 0.25, 0.2), (120, 100, 0.012, 0.03, 0.001)]):
+        rgb = _image(rng, h, w)
+        d = (np.tanh(rng.normal(0, 1.5, (h, w, 3))) * amp).astype(np.float32)
+        (tmp_path / f"rgb{i}.u8").write_bytes(rgb.tobytes())
+        (tmp_path / f"d{i}.f32").write_bytes(d.tobytes())
+        jobs.append({"op": "budget", "rgb": str(tmp_path / f"rgb{i}.u8"), "delta": str(tmp_path / f"d{i}.f32"), "w": w,
+                     "h": h, "rho": rho, "rho_pixel": rho_pixel, "window": 112, "out": str(tmp_path / f"o{i}.f32")})
+        x = (rgb.astype(np.float32) * np.float32(1 / 255)).transpose(2, 0, 1)[None]
+        fitted, s, dw = fit_budget_windows(x, d.transpose(2, 0, 1)[None], rho, rho_pixel, 112)
+        refs.append(((fitted - x)[0].transpose(1, 2, 0), float(s[0]), float(dw[0])))
+    got = run_node(jobs, tmp_path)
+    scales = []
+    for job, g, (ref, s, dw) in zip(jobs, got, refs):
+        out = np.frombuffer(Path(job["out"]).read_bytes(), np.float32).reshape(ref.shape)
+        scales.append((g["scale"], s))
+        assert abs(g["scale"] - s) <= 2.0 ** -12, (g, s)
+        assert np.abs(out - ref).max() <= 1 / 255 + 1e-6
+        assert abs(g["dssim"] - dw) < 1e-5
+    assert any(s < 1 for _, s in scales) and any(s == 1 for _, s in scales)  # the rule bit, and once it did not
+
+
 # ------------------------------------------------------------------------------------------------ browser layer
 
 def _jpeg_with_exif(img: Image.Image, path: Path, orientation: int) -> Path:
@@ -470,13 +500,14 @@ def browser_run(tmp_path_factory):
     steps = [
         {"do": "open"},
         {"do": "model", "file": str(models["hp"])},
-        {"do": "photo", "file": str(d / "work.png"), "dump": "hp"},
+        {"do": "photo", "file": str(d / "work.png"), "dump": "hp", "budget": "none"},
         {"do": "model", "file": str(models["hp_fixed"])},
         {"do": "photo", "file": str(d / "work.png"), "dump": "hp_fixed", "camera": True},
         {"do": "model", "file": str(models["D"])},
         {"do": "photo", "file": str(d / "work.png"), "dump": "D"},
         {"do": "model", "file": str(models["hp_big"])},
         {"do": "photo", "file": str(d / "work.png"), "dump": "hp_big"},
+        {"do": "photo", "file": str(d / "work.png"), "dump": "hp_big_mid", "budget": "mid"},
         {"do": "model_url", "url": model_url, "token": "wrong-token"},
         {"do": "model_url", "url": model_url, "token": TOKEN},
         {"do": "mark"},
@@ -559,31 +590,60 @@ def test_browser_delta_matches_python(browser_run, name):
     assert err <= 1 / 255
 
 
-def _python_whole(img: Image.Image, model_path: Path) -> tuple[Image.Image, tuple[int, int]]:
+def _python_whole(img: Image.Image, model_path: Path, rho: float | None) -> tuple[Image.Image, tuple[int, int], tuple]:
+    """whole.whole_photo as `hyperobf protect` runs it (work size 192; budget (ρ, the net's ρ_pixel) or none)."""
     from hyperobf.device_runtime import load_model
     from hyperobf.device_runtime.whole import DEFAULT_WORK_SIZE, whole_photo
 
     m = load_model(model_path, threads=1)
-    out = whole_photo(img, m, DEFAULT_WORK_SIZE / min(img.size), )
-    return out[0], out[1]
+    budget = None if rho is None else (rho, float(m.spec.rho_pixel))
+    out = whole_photo(img, m, DEFAULT_WORK_SIZE / min(img.size), budget=budget)
+    return out[0], out[1], out[3]
+
+
+def test_browser_budget_matches_python(browser_run):
+    """The default DSSIM budget (preset mid) on the working-size PNG: the same scale and δ' within 1/255."""
+    from hyperobf.device_runtime import load_model
+    from hyperobf.device_runtime.budget import fit_budget_windows
+    from hyperobf.device_runtime.whole import delta_dynamic
+
+    delta, work, last = _dump(browser_run, "hp_big_mid")
+    assert last["preset"] == "mid" and last["rho"] == 0.012
+    m = load_model(browser_run["models"]["hp_big"], threads=1)
+    x = (work.astype(np.float32) * np.float32(1 / 255)).transpose(2, 0, 1)[None]
+    raw = delta_dynamic(work, m).transpose(2, 0, 1)[None]
+    fitted, s, dw = fit_budget_windows(x, raw, 0.012, float(m.spec.rho_pixel), 112)
+    ref = (fitted - x)[0].transpose(1, 2, 0)
+    print(f"\nbudget mid: scale browser {last['scale']:.6f} python {float(s[0]):.6f}; "
+          f"max |δ'_browser − δ'_python| = {np.abs(delta - ref).max() * 255:.3f}/255")
+    assert float(s[0]) < 1  # the budget bit: δ was scaled down
+    assert abs(last["scale"] - float(s[0])) <= 2.0 ** -12
+    assert np.abs(delta - ref).max() <= 1 / 255 + 1e-6
+    assert abs(last["dssimWork"] - float(dw[0])) < 1e-5
 
 
 def test_browser_12mp_photo_end_to_end(browser_run):
     """A 12 MP JPEG with EXIF rotation: upright, same working size, δ within 1/255 of Python's on the page's
     working image; the page's resize is Pillow's (exact on Pillow-decoded pixels), the rest is the JPEG decoder."""
     from hyperobf.device_runtime import load_model
+    from hyperobf.device_runtime.budget import fit_budget_windows
     from hyperobf.device_runtime.files import open_image
     from hyperobf.device_runtime.whole import delta_dynamic
 
     run = browser_run
     delta, work, last = _dump(run, "big")
     assert (last["width"], last["height"]) == (3000, 4000)  # EXIF orientation 6 applied
+    assert last["preset"] == "mid"  # the page's default budget, as hyperobf protect's
     upright = open_image(run["photo"]).image.convert("RGB")
-    py_out, py_work = _python_whole(upright, run["models"]["user"])
+    py_out, py_work, (py_scale, _, py_written) = _python_whole(upright, run["models"]["user"], 0.012)
     assert tuple(last["work"]) == py_work == (256, 192)
     m = load_model(run["models"]["user"], threads=1)
-    err = float(np.abs(delta - delta_dynamic(work, m)).max())
-    assert err <= 1 / 255
+    x = (work.astype(np.float32) * np.float32(1 / 255)).transpose(2, 0, 1)[None]
+    fitted, s, _ = fit_budget_windows(x, delta_dynamic(work, m).transpose(2, 0, 1)[None], 0.012, 0.03, 112)
+    err = float(np.abs(delta - (fitted - x)[0].transpose(1, 2, 0)).max())
+    assert err <= 1 / 255 + 1e-6
+    assert abs(last["scale"] - py_scale) <= 2.0 ** -12
+    assert abs(last["stats"]["dssimWindow"] - py_written) < 1e-5  # the DSSIM of the written photo, as the CLI prints
 
     pil_work = np.asarray(upright.resize((py_work[1], py_work[0]), Image.BILINEAR, reducing_gap=3.0))
     dec = np.abs(work.astype(int) - pil_work)
@@ -600,6 +660,8 @@ def test_browser_12mp_photo_end_to_end(browser_run):
     canvas = np.frombuffer(base64.b64decode(_step(run, i)["value"]), np.uint8).reshape(256, 192, 4)[..., :3]
     naive = np.abs(canvas.astype(int) - pil_work)
     report = {
+        "budget": {"preset": "mid", "scale_browser": last["scale"], "scale_python": py_scale,
+                   "written_dssim_browser": last["stats"]["dssimWindow"], "written_dssim_python": py_written},
         "delta_max_abs_diff_255": err * 255,
         "working_image_jpeg_vs_pillow": {"max": int(dec.max()), "mean": float(dec.mean())},
         "protected_12mp_jpeg_vs_python": {"max": int(full.max()), "mean": float(full.mean()),

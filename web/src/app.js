@@ -68,6 +68,20 @@ function modelStatus(lines) {
 }
 
 // ---------------------------------------------------------------- model
+function showModel() {
+  const info = state.model;
+  if (!info) return;
+  const shape = info.fixedSize ? `fixed ${info.fixedSize}×${info.fixedSize} (run tile by tile)` : 'any size';
+  const { status, warning } = info.lines[$('budget').value]; // what was measured under the budget in use
+  const lines = [
+    [`MaskNet ${info.modelId || '(no id)'} · structure ${info.structure} · input ${shape} · ρ_pixel ${info.rhoPixel}`],
+    [`spec digest verified: ${info.digest.slice(0, 16)}…`, 'ok'],
+    [status],
+  ];
+  if (warning) lines.push([warning, 'warn']);
+  modelStatus(lines);
+}
+
 async function loadModel(bytes, name, quiet = false) {
   state.model = null;
   state.modelBytes = bytes.slice(0);
@@ -76,14 +90,7 @@ async function loadModel(bytes, name, quiet = false) {
   try {
     const info = await call('model', { bytes, name }, [bytes]);
     state.model = info;
-    const shape = info.fixedSize ? `fixed ${info.fixedSize}×${info.fixedSize} (run tile by tile)` : 'any size';
-    const lines = [
-      [`MaskNet ${info.modelId || '(no id)'} · structure ${info.structure} · input ${shape} · ρ_pixel ${info.rhoPixel}`],
-      [`spec digest verified: ${info.digest.slice(0, 16)}…`, 'ok'],
-      [info.status],
-    ];
-    if (info.warning) lines.push([info.warning, 'warn']);
-    modelStatus(lines);
+    showModel();
     if (!quiet) message('');
   } catch (e) {
     state.modelBytes = null;
@@ -160,16 +167,20 @@ for (const id of ['photo-file', 'photo-camera']) {
   });
 }
 $('protect').addEventListener('click', () => protect());
+$('budget').addEventListener('change', () => { showModel(); if (state.model && currentPhoto) protect(); });
 $('stop').addEventListener('click', async () => { await stop(); busy(false); message('stopped'); });
 
+let again = false; // a new photo or setting arrived while busy: protect once more when done
+
 async function protect() {
-  if (!currentPhoto || !state.model || state.busy) return;
+  if (!currentPhoto || !state.model) return;
+  if (state.busy) { again = true; return; }
   const workSize = Number($('work-size').value);
   if (!Number.isInteger(workSize) || workSize < 8) { message('work size must be a whole number of pixels, at least 8'); return; }
   busy(true, `protecting ${state.photoName}…`);
   state.last = null;
   try {
-    const r = await call('protect', { blob: currentPhoto, workSize });
+    const r = await call('protect', { blob: currentPhoto, workSize, preset: $('budget').value });
     state.last = r;
     await show(r);
     message('');
@@ -179,6 +190,7 @@ async function protect() {
   } finally {
     busy(false);
   }
+  if (again) { again = false; protect(); }
 }
 
 // ---------------------------------------------------------------- result
@@ -213,6 +225,7 @@ async function show(r) {
   const f = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : '∞');
   $('readout').textContent =
     `${r.width}×${r.height} photo, perturbation computed at ${ww}×${wh} · ` +
+    (r.rho === null ? 'no DSSIM budget · ' : `budget ${r.preset} (DSSIM ≤ ${r.rho})` + (r.scale < 1 ? `: δ scaled to ${f(r.scale, 2)} · ` : ' · ')) +
     `PSNR ${f(st.psnr, 2)} dB · DSSIM ${f(st.dssim, 4)} at working scale, ${f(st.dssimWindow, 4)} in the worst ${st.window}² window · ` +
     `max |δ| ${f(r.maxDelta * 255, 1)}/255 · ${f(t.total / 1000, 2)} s (decode ${f(t.decode, 0)} ms, resize ${f(t.resize, 0)}, ` +
     `MaskNet ${f(t.perturb, 0)}, apply ${f(t.apply, 0)}, measure ${f(t.measure, 0)})`;

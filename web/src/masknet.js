@@ -65,6 +65,8 @@ export async function loadMaskNet(ort, bytes, name) {
     info, run,
     fixedSize: info.fixedSize,
     stride: strideProduct(info.spec),
+    window: info.fixedSize || info.spec.input_size,
+    rhoPixel: Number(info.spec.rho_pixel),
     release: () => session.release(),
   };
 }

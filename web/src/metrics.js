@@ -47,26 +47,44 @@ function blur(src, w, h) {
   return out;
 }
 
+/**
+ * The original's local moments, once: returns b -> per-pixel DSSIM map (h × w, mean over the 3 channels) of a
+ * w × h × ch uint8 image b against a (budget.py's Reference).
+ */
+export function dssimMapRef(a, w, h, ch = 3) {
+  const n = w * h;
+  const mus = [], vars = [];
+  for (let c = 0; c < 3; c++) {
+    const x = new Float64Array(n), xx = new Float64Array(n);
+    for (let i = 0; i < n; i++) { const u = a[i * ch + c] / 255; x[i] = u; xx[i] = u * u; }
+    const mx = blur(x, w, h), mxx = blur(xx, w, h);
+    for (let i = 0; i < n; i++) mxx[i] -= mx[i] * mx[i];
+    mus.push(mx); vars.push(mxx);
+  }
+  return (b, chb = ch) => {
+    const d = new Float64Array(n);
+    const y = new Float64Array(n), yy = new Float64Array(n), xy = new Float64Array(n);
+    for (let c = 0; c < 3; c++) {
+      for (let i = 0; i < n; i++) {
+        const u = a[i * ch + c] / 255, v = b[i * chb + c] / 255;
+        y[i] = v; yy[i] = v * v; xy[i] = u * v;
+      }
+      const my = blur(y, w, h), myy = blur(yy, w, h), mxy = blur(xy, w, h);
+      const mx = mus[c], vx = vars[c];
+      for (let i = 0; i < n; i++) {
+        const m12 = mx[i] * my[i], m2 = my[i] * my[i];
+        const num = (2 * m12 + C1) * (2 * (mxy[i] - m12) + C2);
+        const den = (mx[i] * mx[i] + m2 + C1) * (vx[i] + (myy[i] - m2) + C2);
+        d[i] += (1 - num / (den + EPS)) / 2 / 3;
+      }
+    }
+    return d;
+  };
+}
+
 /** Per-pixel DSSIM map (h × w, mean over the 3 channels) of two w × h × ch uint8 images. */
 export function dssimMap(a, b, w, h, ch = 3) {
-  const n = w * h;
-  const d = new Float64Array(n);
-  const x = new Float64Array(n), y = new Float64Array(n);
-  const xx = new Float64Array(n), yy = new Float64Array(n), xy = new Float64Array(n);
-  for (let c = 0; c < 3; c++) {
-    for (let i = 0; i < n; i++) {
-      const u = a[i * ch + c] / 255, v = b[i * ch + c] / 255;
-      x[i] = u; y[i] = v; xx[i] = u * u; yy[i] = v * v; xy[i] = u * v;
-    }
-    const mx = blur(x, w, h), my = blur(y, w, h), mxx = blur(xx, w, h), myy = blur(yy, w, h), mxy = blur(xy, w, h);
-    for (let i = 0; i < n; i++) {
-      const m12 = mx[i] * my[i], m1 = mx[i] * mx[i], m2 = my[i] * my[i];
-      const num = (2 * m12 + C1) * (2 * (mxy[i] - m12) + C2);
-      const den = (m1 + m2 + C1) * ((mxx[i] - m1) + (myy[i] - m2) + C2);
-      d[i] += (1 - num / (den + EPS)) / 2 / 3;
-    }
-  }
-  return d;
+  return dssimMapRef(a, w, h, ch)(b, ch);
 }
 
 /** The largest mean of a (h × w) map over any win × win box (clipped to the image). */

@@ -7,6 +7,7 @@
 // Pure functions on typed arrays (no DOM, no onnxruntime): the model is a `run(x, h, w) -> δ` callback.
 
 import { resizePillow, resampleF, upsampleAdd } from './resample.js';
+import { fitBudgetWindows } from './budget.js';
 
 export const DEFAULT_WORK_SIZE = 192;
 export const MAX_WORK_PIXELS = 1024 * 1024;
@@ -159,22 +160,32 @@ export function addUpsampled(px, w, h, ch, delta, dw, dh) {
 }
 
 /**
- * Protect a photo in whole mode. px: w × h × ch uint8 (RGBA from a canvas, or RGB).
- * model: { run(x, h, w) -> Promise<δ (3·h·w float32)>, fixedSize, stride }.
- * Returns { out (like px), delta (working δ, interleaved), work: [wh, ww], workRGB, timings }.
+ * Protect a photo in whole mode (whole.whole_photo). px: w × h × ch uint8 (RGBA from a canvas, or RGB).
+ * model: { run(x, h, w) -> Promise<δ (3·h·w float32)>, fixedSize, stride, window }.
+ * budget: { rho, rhoPixel } (the DSSIM budget rule on every window × window box of the working image) or null.
+ * Returns { out (Uint8ClampedArray like px), delta (the working δ added, interleaved), rawDelta (the net's),
+ * work: [wh, ww], workRGB, scale (the share of δ the budget kept), dssimWork (its worst window, or null), timings }.
  */
-export async function wholePhoto(px, w, h, ch, model, { workSize = DEFAULT_WORK_SIZE, maxWorkPixels = MAX_WORK_PIXELS } = {}) {
+export async function wholePhoto(px, w, h, ch, model, { workSize = DEFAULT_WORK_SIZE, maxWorkPixels = MAX_WORK_PIXELS, budget = null } = {}) {
   const now = () => (globalThis.performance ? performance.now() : Date.now());
   const scale = workSize / Math.min(h, w);
   const [wh, ww] = workingShape(h, w, scale, maxWorkPixels);
   const t0 = now();
   const rgb = workingImage(px, w, h, ch, ww, wh);
   const t1 = now();
-  const delta = model.fixedSize
+  const raw = model.fixedSize
     ? await deltaTiled(rgb, ww, wh, model.run, model.fixedSize)
     : await deltaDynamic(rgb, ww, wh, model.run, model.stride);
   const t2 = now();
-  const out = addUpsampled(px, w, h, ch, delta, ww, wh);
+  let delta = raw, kept = 1, dssimWork = null;
+  if (budget) {
+    const fit = fitBudgetWindows(rgb, raw, ww, wh, budget.rho, budget.rhoPixel, model.window);
+    delta = fit.delta; kept = fit.scale; dssimWork = fit.dssim;
+  }
   const t3 = now();
-  return { out, delta, work: [wh, ww], workRGB: rgb, timings: { resize: t1 - t0, perturb: t2 - t1, apply: t3 - t2 } };
+  const out = addUpsampled(px, w, h, ch, delta, ww, wh);
+  const t4 = now();
+  const timings = { resize: t1 - t0, perturb: t2 - t1, budget: t3 - t2, apply: t4 - t3 };
+  if (!budget) delete timings.budget;
+  return { out, delta, rawDelta: raw, work: [wh, ww], workRGB: rgb, scale: kept, dssimWork, timings };
 }

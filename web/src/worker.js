@@ -14,6 +14,7 @@ import { specToJson } from './spec.js';
 import { decode, encode, PhotoError } from './image.js';
 import { wholePhoto, workingImage } from './whole.js';
 import { psnr, ssimStats } from './metrics.js';
+import { PRESETS } from './budget.js';
 
 ort.env.wasm.wasmPaths = new URL('../vendor/', import.meta.url).href;
 ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
@@ -41,17 +42,24 @@ async function onModel({ bytes, name }) {
     created: plain(meta.get('created') ?? null),
     status: statusLine(info.protection),
     warning: warningLine(info.protection),
+    // The lines `hyperobf protect` prints under each budget: entries measured under that preset.
+    lines: Object.fromEntries(['none', ...Object.keys(PRESETS)].map((p) => {
+      const preset = p === 'none' ? null : p;
+      return [p, { status: statusLine(info.protection, preset), warning: warningLine(info.protection, preset) }];
+    })),
     threads: ort.env.wasm.numThreads,
   };
 }
 
-async function onProtect({ blob, workSize, maxWorkPixels }) {
+async function onProtect({ blob, workSize, maxWorkPixels, preset = 'mid' }) {
   if (!model) throw new ModelError('load your MaskNet first');
+  if (preset !== 'none' && !(preset in PRESETS)) throw new PhotoError(`unknown budget preset ${preset}`);
+  const budget = preset === 'none' ? null : { rho: PRESETS[preset], rhoPixel: model.rhoPixel };
   const t0 = performance.now();
   const photo = await decode(blob);
   const t1 = performance.now();
   const { width: w, height: h, data } = photo;
-  const res = await wholePhoto(data, w, h, 4, model, { workSize, maxWorkPixels });
+  const res = await wholePhoto(data, w, h, 4, model, { workSize, maxWorkPixels, budget });
   const [wh, ww] = res.work;
   const t2 = performance.now();
   // Readout: PSNR over the photo; DSSIM at working scale (the protected photo brought back to it the same way).
@@ -69,6 +77,7 @@ async function onProtect({ blob, workSize, maxWorkPixels }) {
     transfer: [original.buffer, protectedPx.buffer, res.delta.buffer, res.workRGB.buffer],
     width: w, height: h, work: res.work, original, protectedPx,
     delta: res.delta, workRGB: res.workRGB, maxDelta, stats,
+    preset, rho: budget ? budget.rho : null, scale: res.scale, dssimWork: res.dssimWork,
     timings: { decode: t1 - t0, ...res.timings, measure: t3 - t2, total: t3 - t0 },
   };
 }

@@ -68,6 +68,7 @@ for (const step of plan.steps) {
     res = { ...res, ...(await snapshot()) };
   } else if (step.do === 'photo') {
     if (step.work_size) await page.fill('#work-size', String(step.work_size));
+    if (step.budget) { await page.selectOption('#budget', step.budget); await settled(); }
     await page.setInputFiles(step.camera ? '#photo-camera' : '#photo-file', step.file);
     await page.waitForFunction(() => window.hyperobf.busy, null, { timeout: 2000, polling: 10 }).catch(() => {});
     await settled();
@@ -78,7 +79,8 @@ for (const step of plan.steps) {
         if (!l) return null;
         const enc = (a) => { let s = ''; const b = new Uint8Array(a.buffer, a.byteOffset, a.byteLength); for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000)); return btoa(s); };
         return { delta: enc(l.delta), workRGB: enc(l.workRGB), work: l.work, width: l.width, height: l.height,
-          stats: l.stats, timings: l.timings, maxDelta: l.maxDelta };
+          stats: l.stats, timings: l.timings, maxDelta: l.maxDelta,
+          preset: l.preset, rho: l.rho, scale: l.scale, dssimWork: l.dssimWork };
       });
       if (d) {
         writeFileSync(join(plan.out, `${step.dump}_delta.f32`), Buffer.from(d.delta, 'base64'));

@@ -10,6 +10,7 @@ import { sha256js } from '../src/sha256.js';
 import { resizePillow, resampleF } from '../src/resample.js';
 import * as whole from '../src/whole.js';
 import * as metrics from '../src/metrics.js';
+import { fitBudgetWindows, PRESETS } from '../src/budget.js';
 
 const f64 = (hex) => new DataView(Uint8Array.from(hex.match(/../g), (b) => parseInt(b, 16)).buffer).getFloat64(0);
 
@@ -56,6 +57,14 @@ async function run(job) {
       const a = new Uint8Array(readFileSync(job.a)), b = new Uint8Array(readFileSync(job.b));
       return metrics.ssimStats(a, b, job.w, job.h, 3, job.window);
     }
+    case 'budget': {
+      const rgb = new Uint8Array(readFileSync(job.rgb));
+      const d = new Float32Array(new Uint8Array(readFileSync(job.delta)).buffer);
+      const r = fitBudgetWindows(rgb, d, job.w, job.h, job.rho, job.rho_pixel, job.window);
+      writeFileSync(job.out, new Uint8Array(r.delta.buffer));
+      return { scale: r.scale, dssim: r.dssim };
+    }
+    case 'presets': return PRESETS;
     default: throw new Error('unknown op ' + job.op);
   }
 }
