@@ -233,44 +233,44 @@ def main(argv: list[str] | None = None) -> int:
                           f"cpu user {r['user_cpu_s']:5.2f} s sys {r['sys_cpu_s']:5.2f} s  "
                           f"load {r['load_before']}->{r['load_after']}{bare}", flush=True)
         study = [] if (args.quick or args.no_int8_study) else int8_study(loaded, args.faces, scratch)
+        # written before the clean-up: deleting 10^4 files can take minutes on this disk
+        summary = []
+        for key in sorted({(r["format"], r["precision"], r["n"]) for r in rows}, key=lambda k: (k[2], k[0], k[1])):
+            rs = [r for r in rows if (r["format"], r["precision"], r["n"]) == key]
+            secs = [r["seconds"] for r in rs]
+            best = min(rs, key=lambda r: r["seconds"])
+            bare = [r["bare_write_s"] for r in rs if "bare_write_s" in r]
+            summary.append({"format": key[0], "precision": key[1], "n": key[2], "runs": len(rs),
+                            "median_s": statistics.median(secs), "best_s": min(secs),
+                            "files_per_s_median": round(key[2] / statistics.median(secs), 1),
+                            "user_cpu_s": best["user_cpu_s"], "sys_cpu_s": best["sys_cpu_s"], "generate_s": best["stages"]["generate"],
+                            "render_s": best["stages"]["render"], "write_wait_s": best["stages"]["write_wait"],
+                            "verify_s": best["stages"]["verify"], "templates_s": best["stages"]["templates"],
+                            "delta_err": best["delta_rel_err"], "load": f"{best['load_before']}->{best['load_after']}",
+                            "bare_write_s_min": min(bare) if bare else None,
+                            "ratio_to_bare_write_median": statistics.median(r["ratio_to_bare_write"] for r in rs)})
+        print_table(summary, ["format", "precision", "n", "runs", "median_s", "best_s", "files_per_s_median", "user_cpu_s", "sys_cpu_s",
+                              "generate_s", "render_s", "write_wait_s", "verify_s", "templates_s", "delta_err", "load",
+                              "bare_write_s_min", "ratio_to_bare_write_median"],
+                    title="\nexport throughput (one format/precision per run; seconds = whole issue_users call)")
+        if study:
+            print_table(study, ["scheme", "user", "bytes", "delta_rel_err_faces", "delta_rel_err_random",
+                                "dssim_vs_fp32_faces_max", "emittable_at_5pct", "error"],
+                        title="\nint8 / fp16 schemes judged on δ (max|Δδ|/max|δ| vs fp32, worst image)")
+        path = write_json("export", {
+            "checkpoint": ckpt_note, "structure": loaded.spec.name, "faces": args.faces or "synthetic (embedded)",
+            "targets": {"onnx_1e4_ratio_to_bare_write": 1.2}, "contention": contention_probe(),
+            "load_start": load_start, "load_end": loadavg(),
+            "roofs": {"file_write": {"name": "bare write", "about": "the same files written bare right after each run (rows' bare_write_*)",
+                                     "unit": "files/s", "best": "max", "value": max(r["bare_write_files_per_s"] for r in rows),
+                                     "samples": [r["bare_write_files_per_s"] for r in rows], "workers": 2,
+                                     "filesystem": str(scratch)}} if rows else {},
+            "rows": rows, "summary": summary, "int8_study": study,
+        }, args.out)
+        print(f"\nwrote {path}")
     finally:
         print(f"deleting {scratch} (untimed; package folders take minutes on this disk)", flush=True)
         shutil.rmtree(scratch, ignore_errors=True)
-
-    summary = []
-    for key in sorted({(r["format"], r["precision"], r["n"]) for r in rows}, key=lambda k: (k[2], k[0], k[1])):
-        rs = [r for r in rows if (r["format"], r["precision"], r["n"]) == key]
-        secs = [r["seconds"] for r in rs]
-        best = min(rs, key=lambda r: r["seconds"])
-        bare = [r["bare_write_s"] for r in rs if "bare_write_s" in r]
-        summary.append({"format": key[0], "precision": key[1], "n": key[2], "runs": len(rs),
-                        "median_s": statistics.median(secs), "best_s": min(secs),
-                        "files_per_s_median": round(key[2] / statistics.median(secs), 1),
-                        "user_cpu_s": best["user_cpu_s"], "sys_cpu_s": best["sys_cpu_s"], "generate_s": best["stages"]["generate"],
-                        "render_s": best["stages"]["render"], "write_wait_s": best["stages"]["write_wait"],
-                        "verify_s": best["stages"]["verify"], "templates_s": best["stages"]["templates"],
-                        "delta_err": best["delta_rel_err"], "load": f"{best['load_before']}->{best['load_after']}",
-                        "bare_write_s_min": min(bare) if bare else None,
-                        "ratio_to_bare_write_median": statistics.median(r["ratio_to_bare_write"] for r in rs)})
-    print_table(summary, ["format", "precision", "n", "runs", "median_s", "best_s", "files_per_s_median", "user_cpu_s", "sys_cpu_s",
-                          "generate_s", "render_s", "write_wait_s", "verify_s", "templates_s", "delta_err", "load",
-                          "bare_write_s_min", "ratio_to_bare_write_median"],
-                title="\nexport throughput (one format/precision per run; seconds = whole issue_users call)")
-    if study:
-        print_table(study, ["scheme", "user", "bytes", "delta_rel_err_faces", "delta_rel_err_random",
-                            "dssim_vs_fp32_faces_max", "emittable_at_5pct", "error"],
-                    title="\nint8 / fp16 schemes judged on δ (max|Δδ|/max|δ| vs fp32, worst image)")
-    path = write_json("export", {
-        "checkpoint": ckpt_note, "structure": loaded.spec.name, "faces": args.faces or "synthetic (embedded)",
-        "targets": {"onnx_1e4_ratio_to_bare_write": 1.2}, "contention": contention_probe(),
-        "load_start": load_start, "load_end": loadavg(),
-        "roofs": {"file_write": {"name": "bare write", "about": "the same files written bare right after each run (rows' bare_write_*)",
-                                 "unit": "files/s", "best": "max", "value": max(r["bare_write_files_per_s"] for r in rows),
-                                 "samples": [r["bare_write_files_per_s"] for r in rows], "workers": 2,
-                                 "filesystem": str(scratch)}} if rows else {},
-        "rows": rows, "summary": summary, "int8_study": study,
-    }, args.out)
-    print(f"\nwrote {path}")
     return 0
 
 

@@ -85,7 +85,8 @@ def check_generate(path: Path, payload: dict) -> list[dict]:
         q = paired.get((a.get("dtype"), bool(a.get("host_copy"))))
         ratio = q["ratio"] if q else (a["seconds"] / b["seconds"] if b else None)
         how = f"paired x{q['pairs']}" if q and q.get("pairs") else "of medians"
-        measured = "no reference row" if ratio is None else f"{ratio:.3f}x {how} ({a['seconds']:.3g} s vs {b['seconds']:.3g} s)"
+        medians = f"; row medians {a['seconds']:.3g} s / {b['seconds']:.3g} s" if b else ""
+        measured = "no reference row" if ratio is None else f"{ratio:.3f}x {how}{medians}"
         out.append({"target": label, "where": where, "measured": measured, "limit": f"<= {GEN_RATIO}x",
                     "result": _judge(ratio, GEN_RATIO, True), "load": load})
     return out
