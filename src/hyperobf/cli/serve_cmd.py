@@ -34,6 +34,7 @@ def serve(
     device: Annotated[Optional[str], typer.Option(help="auto (CUDA when available) | cpu | cuda: HyperNet and probe evaluation.  [default: auto]")] = None,
     migrate_only: Annotated[bool, typer.Option("--migrate-only", help="Apply database migrations and exit.")] = False,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
+    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", metavar="ORIGIN", help="Allow a web client on this origin (https://app.example[:port]) to call the API from a page; repeatable. Default: none.")] = None,
 ) -> None:
     """Serve per-user MaskNets over HTTP: accounts, tokens, issue / download / rotate / list (OpenAPI at /docs)."""
     from sqlalchemy.engine import make_url
@@ -48,7 +49,8 @@ def serve(
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))  # its per-plugin INFO lines are noise
     with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, ArgumentError):
         overrides = dict(checkpoint=str(checkpoint) if checkpoint else None, db_url=db,
-                         key_file=str(key_file) if key_file else None, device=device)
+                         key_file=str(key_file) if key_file else None, device=device,
+                         cors_origins=tuple(cors_origin) if cors_origin else None)
         cfg = PSPConfig.from_toml(config, **overrides) if config else PSPConfig.from_dict(
             {k: v for k, v in overrides.items() if v is not None})
         if not cfg.key_file:

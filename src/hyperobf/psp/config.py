@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 DAY = 86400.0
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class PSPConfig:
     default_format: str = "onnx"
     default_precision: str = "fp32"
     default_shape: str = "fixed"
+    # browser clients (web/): origins allowed to call the API from a page (CORS), e.g. "https://app.example";
+    # none by default. Exact origins only (scheme://host[:port]): no "*", since requests carry bearer tokens.
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.z_storage not in ("encrypted", "none"):
@@ -64,6 +69,12 @@ class PSPConfig:
             raise ValueError("min_distance and max_wait_ms must be >= 0")
         if self.verifier == "invite" and not self.invite_codes_file:
             raise ValueError("verifier 'invite' needs invite_codes_file")
+        if isinstance(self.cors_origins, str):
+            raise ValueError("cors_origins must be a list of origins")
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))  # TOML gives a list
+        for origin in self.cors_origins:
+            if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin like https://app.example[:port]")
 
     @classmethod
     def from_dict(cls, data: dict) -> "PSPConfig":
