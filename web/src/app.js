@@ -88,7 +88,8 @@ async function loadModel(bytes, name, quiet = false) {
   state.modelName = name;
   if (!quiet) busy(true, `checking ${name}…`);
   try {
-    const info = await call('model', { bytes, name }, [bytes]);
+    const threads = Number(new URLSearchParams(location.search).get('threads')) || 0; // ?threads=N (benchmarks)
+    const info = await call('model', { bytes, name, threads }, [bytes]);
     state.model = info;
     showModel();
     if (!quiet) message('');
@@ -228,7 +229,7 @@ async function show(r) {
     (r.rho === null ? 'no DSSIM budget · ' : `budget ${r.preset} (DSSIM ≤ ${r.rho})` + (r.scale < 1 ? `: δ scaled to ${f(r.scale, 2)} · ` : ' · ')) +
     `PSNR ${f(st.psnr, 2)} dB · DSSIM ${f(st.dssim, 4)} at working scale, ${f(st.dssimWindow, 4)} in the worst ${st.window}² window · ` +
     `max |δ| ${f(r.maxDelta * 255, 1)}/255 · ${f(t.total / 1000, 2)} s (decode ${f(t.decode, 0)} ms, resize ${f(t.resize, 0)}, ` +
-    `MaskNet ${f(t.perturb, 0)}, apply ${f(t.apply, 0)}, measure ${f(t.measure, 0)})`;
+    `MaskNet ${f(t.perturb, 0)}, ` + (t.budget !== undefined ? `budget ${f(t.budget, 0)}, ` : '') + `apply ${f(t.apply, 0)}, measure ${f(t.measure, 0)})`;
 }
 
 $('download').addEventListener('click', async () => {

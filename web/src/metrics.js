@@ -22,26 +22,39 @@ function reflect(i, n) {
   return i >= n ? period - i : i;
 }
 
-/** Separable Gaussian blur of one (h × w) float64 plane with reflect padding. */
-function blur(src, w, h) {
+/** Separable Gaussian blur of one (h × w) float64 plane with reflect padding, into `out` (tmp: scratch). */
+function blur(src, w, h, out = new Float64Array(w * h), tmp = new Float64Array(w * h)) {
   const r = WINDOW >> 1;
-  const tmp = new Float64Array(w * h), out = new Float64Array(w * h);
-  const xi = new Int32Array(w + 2 * r), yi = new Int32Array(h + 2 * r);
-  for (let x = -r; x < w + r; x++) xi[x + r] = reflect(x, w);
-  for (let y = -r; y < h + r; y++) yi[y + r] = reflect(y, h);
-  for (let y = 0; y < h; y++) {
+  const g0 = G[0], g1 = G[1], g2 = G[2], g3 = G[3], g4 = G[4], g5 = G[5];
+  for (let y = 0; y < h; y++) { // along W first, as kornia
     const row = y * w;
     for (let x = 0; x < w; x++) {
-      let s = 0;
-      for (let j = 0; j < WINDOW; j++) s += G[j] * src[row + xi[x + j]];
+      let s;
+      if (x >= r && x < w - r) {
+        const p = row + x;
+        s = g5 * src[p] + g4 * (src[p - 1] + src[p + 1]) + g3 * (src[p - 2] + src[p + 2]) + g2 * (src[p - 3] + src[p + 3])
+          + g1 * (src[p - 4] + src[p + 4]) + g0 * (src[p - 5] + src[p + 5]);
+      } else {
+        s = 0;
+        for (let j = 0; j < WINDOW; j++) s += G[j] * src[row + reflect(x + j - r, w)];
+      }
       tmp[row + x] = s;
     }
   }
   for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      let s = 0;
-      for (let j = 0; j < WINDOW; j++) s += G[j] * tmp[yi[y + j] * w + x];
-      out[y * w + x] = s;
+    if (y >= r && y < h - r) {
+      const p0 = y * w;
+      for (let x = 0; x < w; x++) {
+        const p = p0 + x;
+        out[p] = g5 * tmp[p] + g4 * (tmp[p - w] + tmp[p + w]) + g3 * (tmp[p - 2 * w] + tmp[p + 2 * w])
+          + g2 * (tmp[p - 3 * w] + tmp[p + 3 * w]) + g1 * (tmp[p - 4 * w] + tmp[p + 4 * w]) + g0 * (tmp[p - 5 * w] + tmp[p + 5 * w]);
+      }
+    } else {
+      for (let x = 0; x < w; x++) {
+        let s = 0;
+        for (let j = 0; j < WINDOW; j++) s += G[j] * tmp[reflect(y + j - r, h) * w + x];
+        out[y * w + x] = s;
+      }
     }
   }
   return out;
@@ -61,15 +74,16 @@ export function dssimMapRef(a, w, h, ch = 3) {
     for (let i = 0; i < n; i++) mxx[i] -= mx[i] * mx[i];
     mus.push(mx); vars.push(mxx);
   }
+  const y = new Float64Array(n), yy = new Float64Array(n), xy = new Float64Array(n), tmp = new Float64Array(n);
+  const my = new Float64Array(n), myy = new Float64Array(n), mxy = new Float64Array(n);
   return (b, chb = ch) => {
     const d = new Float64Array(n);
-    const y = new Float64Array(n), yy = new Float64Array(n), xy = new Float64Array(n);
     for (let c = 0; c < 3; c++) {
       for (let i = 0; i < n; i++) {
         const u = a[i * ch + c] / 255, v = b[i * chb + c] / 255;
         y[i] = v; yy[i] = v * v; xy[i] = u * v;
       }
-      const my = blur(y, w, h), myy = blur(yy, w, h), mxy = blur(xy, w, h);
+      blur(y, w, h, my, tmp); blur(yy, w, h, myy, tmp); blur(xy, w, h, mxy, tmp);
       const mx = mus[c], vx = vars[c];
       for (let i = 0; i < n; i++) {
         const m12 = mx[i] * my[i], m2 = my[i] * my[i];

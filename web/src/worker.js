@@ -24,8 +24,13 @@ ort.env.logLevel = 'error';
 let model = null;
 let last = null; // the last protected photo, for encode
 
-async function onModel({ bytes, name }) {
+let sessions = 0;
+
+async function onModel({ bytes, name, threads }) {
   if (model) { await model.release(); model = null; }
+  // WASM threads need cross-origin isolation (serve.py's headers); read by onnxruntime when it first starts.
+  if (threads && !sessions) ort.env.wasm.numThreads = self.crossOriginIsolated ? threads : 1;
+  sessions++;
   model = await loadMaskNet(ort, new Uint8Array(bytes), name);
   const { info } = model;
   const meta = info.meta;

@@ -41,6 +41,7 @@ async function snapshot() {
     readout: document.getElementById('readout').textContent,
     resultShown: !document.getElementById('result-section').hidden,
     model: window.hyperobf.model && { ...window.hyperobf.model, id: undefined, ok: undefined },
+    timings: window.hyperobf.last && window.hyperobf.last.timings,
   }));
 }
 
@@ -51,7 +52,7 @@ for (const step of plan.steps) {
   let res = { do: step.do };
   try {
   if (step.do === 'open') {
-    await page.goto(plan.url, { waitUntil: 'load' });
+    await page.goto(step.url || plan.url, { waitUntil: 'load' });
     await settled();
   } else if (step.do === 'model') {
     await page.setInputFiles('#model-file', step.file);
@@ -68,8 +69,14 @@ for (const step of plan.steps) {
     res = { ...res, ...(await snapshot()) };
   } else if (step.do === 'photo') {
     if (step.work_size) await page.fill('#work-size', String(step.work_size));
-    if (step.budget) { await page.selectOption('#budget', step.budget); await settled(); }
-    await page.setInputFiles(step.camera ? '#photo-camera' : '#photo-file', step.file);
+    if (step.budget && (await page.inputValue('#budget')) !== step.budget) {
+      await page.selectOption('#budget', step.budget);
+      await settled();
+    }
+    const input = step.camera ? '#photo-camera' : '#photo-file';
+    await page.setInputFiles(input, []); // the same file twice in a row: a change event each time
+    await page.evaluate(() => { window.hyperobf.last = null; });
+    await page.setInputFiles(input, step.file);
     await page.waitForFunction(() => window.hyperobf.busy, null, { timeout: 2000, polling: 10 }).catch(() => {});
     await settled();
     res = { ...res, ...(await snapshot()) };
