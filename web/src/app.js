@@ -227,7 +227,8 @@ async function show(r) {
   $('readout').textContent =
     `${r.width}×${r.height} photo, perturbation computed at ${ww}×${wh} · ` +
     (r.rho === null ? 'no DSSIM budget · ' : `budget ${r.preset} (DSSIM ≤ ${r.rho})` + (r.scale < 1 ? `: δ scaled to ${f(r.scale, 2)} · ` : ' · ')) +
-    `PSNR ${f(st.psnr, 2)} dB · DSSIM ${f(st.dssim, 4)} at working scale, ${f(st.dssimWindow, 4)} in the worst ${st.window}² window · ` +
+    `PSNR ${f(st.psnr, 2)} dB · DSSIM written${r.dssimWork === null ? '' : '/working'} ${f(st.dssimWindow, 4)}` +
+    (r.dssimWork === null ? '' : `/${f(r.dssimWork, 4)}`) + ` in the worst ${st.window}² window (${f(st.dssim, 4)} over the working image) · ` +
     `max |δ| ${f(r.maxDelta * 255, 1)}/255 · ${f(t.total / 1000, 2)} s (decode ${f(t.decode, 0)} ms, resize ${f(t.resize, 0)}, ` +
     `MaskNet ${f(t.perturb, 0)}, ` + (t.budget !== undefined ? `budget ${f(t.budget, 0)}, ` : '') + `apply ${f(t.apply, 0)}, measure ${f(t.measure, 0)})`;
 }
