@@ -23,6 +23,7 @@ and protocol is the first row.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from ..train.losses import dssim
 from .fr import CentroidAttacker, Job
 from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable
+from .report import machine
 from .stats import summary
 
 
@@ -264,8 +266,8 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
         "targets": len(fr.uploads), "uploads_per_target": cfg.uploads,
         "test_per_target": [len(t.test) for t in ctx.data.targets],
         "distractors": len(ctx.data.distractor_train.classes), "attackers": sorted(rows[0]["acc"]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch_threads": torch.get_num_threads(), "loadavg": list(__import__("os").getloadavg())},
+        "machine": {**machine(), "processor": machine().get("cpu") or platform.machine(),
+                    "torch_threads": torch.get_num_threads(), "loadavg": list(os.getloadavg())},
     }
 
 

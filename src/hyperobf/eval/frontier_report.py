@@ -32,8 +32,10 @@ def report_md(result: dict) -> str:
         f"|δ| ≤ the clip. White box of the limit: {cfg['whitebox']}; hybrid refinement embedder: "
         f"{cfg['hybrid_embedder']} (step {cfg['hybrid_step']:.4f}).",
         "",
-        f"Machine: {result['machine']['processor']}, {result['machine']['torch_threads']} torch threads, load "
-        f"{', '.join(f'{x:.1f}' for x in result['machine']['loadavg'])} at the end; wall {result['seconds']:.0f} s.",
+        f"Machine: {result['machine']['processor']} ({result['machine'].get('cores', '?')} cores), "
+        f"{result['machine']['torch_threads']} torch threads, load "
+        f"{', '.join(f'{x:.1f}' for x in result['machine']['loadavg'])} at the end; wall {result['seconds']:.0f} s "
+        "(rows joined from earlier runs list their own time).",
         "",
         "| protector | ρ | DSSIM mean (max) | cos " + " | cos ".join(k[4:] for k in sorted(result['rows'][0]) if k.startswith("cos_"))
         + " | " + " | ".join(attackers) + " | s |",
