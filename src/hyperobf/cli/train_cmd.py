@@ -12,9 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..spec import BUILTIN, builtin_spec, flops
 from .common import command_line, errors_as_one_line, fail, parse_sets, progress_bar
 
 _BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, OSError)
+# Each builtin structure with its cost (spec.flops at 112², torch-free), for --structure's help.
+_STRUCTURES = ", ".join(f"{n} ({flops(builtin_spec(n)) / 1e9:.2f})" for n in BUILTIN)
 
 
 def train(
@@ -22,7 +25,8 @@ def train(
                                       "with several --structures one sub-folder per structure.", file_okay=False)],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (configs/*.toml).", exists=True, dir_okay=False)] = None,
     data: Annotated[Optional[Path], typer.Option(help="ImageFolder face directory (default: embedded synthetic set).", exists=True, file_okay=False)] = None,
-    structure: Annotated[Optional[str], typer.Option(help="MaskNet structure: A, B, C, D, tiny.")] = None,
+    structure: Annotated[Optional[str], typer.Option(help=f"MaskNet structure: {_STRUCTURES} "
+                                                     "(GFLOP per 112² face; `hyperobf structures` for more).")] = None,
     structures: Annotated[Optional[str], typer.Option(help="Several structures, comma-separated (e.g. A,B,C,D): one HyperNet each, in OUT/<structure>/.")] = None,
     method: Annotated[Optional[str], typer.Option(help="hypernet | static | ensemble | mcdropout.")] = None,
     objective: Annotated[Optional[str], typer.Option(help="auto (default: feature when --embedder is given, else adversarial) | adversarial (old name: classifier) | thesis (the thesis's error-minimising J1) | feature.")] = None,
