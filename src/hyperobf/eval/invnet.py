@@ -26,11 +26,12 @@ class InvNet(nn.Module):
     def __init__(self, spec: MaskNetSpec, amplitude: float = 0.1) -> None:
         super().__init__()
         hidden = spec.layers[:-1]  # the layers before the RGB projection
-        enc, strided = [], 0
-        for layer in hidden:
+        enc, strided, ch = [], 0, spec.in_channels
+        for layer in hidden:  # a plain chain: a skip input of the MaskNet is not mirrored
             stride = 2 if layer.kernel >= 3 and strided < 2 else 1
             strided += stride == 2
-            enc.append((layer.in_ch, layer.out_ch, layer.kernel, stride))
+            enc.append((ch, layer.out_ch, layer.kernel, stride))
+            ch = layer.out_ch
         self.encoder = nn.ModuleList(nn.Conv2d(i, o, k, s, k // 2) for i, o, k, s in enc)
         dec = []
         for i, o, k, s in reversed(enc):

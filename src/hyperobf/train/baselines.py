@@ -106,20 +106,31 @@ class MCDropoutSource(nn.Module):
                 for layer in self.spec.layers if layer.act == "relu"]
 
     def bake(self, masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Batched weights with the masks folded into each following layer's input channels."""
+        """Batched weights with each ReLU layer's keep-mask folded into the input channels of the layers
+        that read its output: the next layer and, with skip connections, the layer that concatenates it
+        (input order: the previous output, then the skip source)."""
         base = dict(self.net.named_parameters())
         n = masks[0].shape[0] if masks else 1
         out: dict[str, torch.Tensor] = {}
-        keep = None  # (n, in_ch) scale on this layer's inputs, from the previous layer's mask
         it = iter(masks)
+        scale: dict[str, torch.Tensor | None] = {}  # layer -> (n, out_ch) mask / (1 − p), None: not dropped
+        prev = None
         for layer in self.spec.layers:
             w = base[f"{layer.name}.weight"].unsqueeze(0).expand(n, *layer.weight_shape)
-            if keep is not None:
-                w = w * keep.to(w.device)[:, None, :, None, None] / (1.0 - self.p)  # (n, out, in, k, k)
+            sources = ([prev] if prev is not None else []) + ([self.spec_layer(layer.concat)] if layer.concat else [])
+            parts = [scale[src.name] for src in sources]
+            if any(p is not None for p in parts):
+                keep = torch.cat([p if p is not None else torch.ones(n, src.out_ch)
+                                  for p, src in zip(parts, sources)], 1)  # (n, in_ch)
+                w = w * keep.to(w.device)[:, None, :, None, None]  # (n, out, in, k, k)
             out[f"{layer.name}.weight"] = w
             out[f"{layer.name}.bias"] = base[f"{layer.name}.bias"].unsqueeze(0).expand(n, layer.out_ch)
-            keep = next(it) if layer.act == "relu" else None
+            scale[layer.name] = next(it) / (1.0 - self.p) if layer.act == "relu" else None
+            prev = layer
         return out
+
+    def spec_layer(self, name: str):  # noqa: ANN201 - a LayerSpec
+        return next(layer for layer in self.spec.layers if layer.name == name)
 
     def sample(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return self.bake(self.masks(n, gen))
