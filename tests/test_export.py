@@ -41,8 +41,14 @@ def loaded(tiny_checkpoint):
 def exported(loaded, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     out, seeds = root / "models", root / "seeds.jsonl"
-    report = issue_users(loaded, N_USERS, out, formats=list(FORMATS), precisions=ALL_PRECISIONS, verify="all",
-                         seeds_file=seeds)
+    # Fixed users: weight-only int8 moves the tiny net's δ by a few % depending on the user's z, and the
+    # exporter rightly refuses a user above 5 % (seen with CSPRNG users: 8.1 %, one CI run in many).
+    rng = np.random.default_rng(0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("hyperobf.export.issue.secure_normal",
+                   lambda n, dim: rng.standard_normal((n, dim)).astype(np.float32))
+        report = issue_users(loaded, N_USERS, out, formats=list(FORMATS), precisions=ALL_PRECISIONS, verify="all",
+                             seeds_file=seeds)
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     z_rows = [json.loads(line) for line in seeds.read_text().splitlines()]
     z = np.array([r["z"] for r in z_rows], np.float32)

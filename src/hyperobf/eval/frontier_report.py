@@ -53,7 +53,7 @@ def report_md(result: dict) -> str:
     hist = [r for r in result["rows"] if r.get("history")]
     if hist:
         lines += ["", "Stopping rule of the limit (steps doubled with a fresh restart, better run kept per photo, "
-                  f"until identification moves < {cfg['limit_tol']}; cap {cfg['limit_max_steps']} steps):", ""]
+                  f"until identification moves < {cfg['limit_tol']}, or the run's --limit-max-steps):", ""]
         for r in hist:
             steps = " → ".join(f"{h['steps']}: {h['identified']:.3f}" for h in r["history"])
             ok = "converged" if r["history"][-1].get("converged") else "NOT converged at the cap"
