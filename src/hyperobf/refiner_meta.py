@@ -18,6 +18,11 @@ import json
 import math
 from pathlib import Path
 
+# The refiner's defaults (hyperobf export-refiner; the frontier's hybrid rows use the same step):
+# η = 1.5/255 and K = 10, the measured best under the device's budget rule (results/frontier/).
+DEFAULT_STEP = 1.5 / 255.0
+DEFAULT_STEPS = 10
+
 FORMAT = "hyperobf-refiner"
 FORMAT_VERSION = 1
 META_FILE = "refiner.json"

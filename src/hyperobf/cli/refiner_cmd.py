@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..refiner_meta import DEFAULT_STEP, DEFAULT_STEPS
+
 from .common import errors_as_one_line, fail
 
 _SHARED_MODELS = Path(__file__).resolve().parents[3].parent / "shared" / "models"  # ../shared beside the checkout
@@ -19,9 +21,9 @@ def export_refiner(
     embedder: Annotated[str, typer.Option("--embedder", "-e", help="dlib (MIT; the one to ship), a dlib_resnet_faceapi "
                                           "folder, or an ONNX ArcFace-style embedder such as mobilefacenet.onnx (research only).")] = "dlib",
     models: Annotated[Optional[Path], typer.Option(help="Folder holding dlib_resnet_faceapi/ (default $HYPEROBF_MODELS, else ../shared/models).", file_okay=False)] = None,
-    step_size: Annotated[float, typer.Option(help="η per step (default 1/255: one grey level).")] = 1.0 / 255.0,
+    step_size: Annotated[float, typer.Option(help="η per step (default 1.5/255, the frontier's measured best; >= 1/255, one grey level).")] = DEFAULT_STEP,
     rho_pixel: Annotated[float, typer.Option(help="Per-pixel clip ρ recorded as the default (protect uses the MaskNet's own).")] = 0.03,
-    default_steps: Annotated[int, typer.Option(min=0, help="K the device uses when --refine-steps is not given (25: a photo with one face in ~1.3 s on one loaded EPYC core, benchmarks/results/refine.json).")] = 25,
+    default_steps: Annotated[int, typer.Option(min=0, help="K the device uses when --refine-steps is not given (10: the frontier's best under the budget, results/frontier; ~0.6 s per face on one loaded EPYC core, benchmarks/results/refine.json).")] = DEFAULT_STEPS,
     verify_faces: Annotated[Optional[Path], typer.Option(help="ImageFolder of 112² faces for the parity check (default: embedded synthetic faces).", file_okay=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a refiner already in --out.")] = False,
 ) -> None:

@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..refiner_meta import DEFAULT_STEP
 from ..train.losses import dssim
 from .fr import CentroidAttacker, Job
 from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable
@@ -51,7 +52,7 @@ class FrontierConfig:
     limit_tol: float = 0.02
     limit_lr: float = 0.05  # 0.01 needed > 100 steps to reach the budget (measured: 0.68 at 50, 0.22 at 100)
     hybrid_k: tuple[int, ...] = (0, 5, 10, 25)
-    hybrid_step: float = 1.5 / 255
+    hybrid_step: float = DEFAULT_STEP  # the refiner's default step (one source: refiner_meta)
     hybrid_embedder: str = "dlib"  # what the device would bundle (MIT); mobilefacenet = white box
     whitebox: str = "mobilefacenet"
     resnet: bool = False  # ResNet-18 pre-trained on the public set, fine-tuned on the uploads
