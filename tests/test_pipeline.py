@@ -64,4 +64,5 @@ def test_demo_cli_subprocess(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "DSSIM" in r.stdout and "PSNR" in r.stdout
+    assert "status    protection not measured" in r.stdout  # a demo net was never attacked: it says so
     assert (tmp_path / "astronaut_protected.png").exists()

@@ -27,6 +27,7 @@ def demo(
     from ..train.checkpoint import load_checkpoint
     from ..train.config import TrainConfig
     from ..train.loop import train as run_train
+    from ..protection import status_line
     from .quality import image_quality
 
     out.mkdir(parents=True, exist_ok=True)
@@ -63,4 +64,5 @@ def demo(
           f"{report.verified['onnx']['max_abs_diff']:.2e})")
     print(f"protected {photo_path} -> {dst}  ({protected.size[0]}x{protected.size[1]}, {t_protect * 1000:.1f} ms)")
     print(f"quality   DSSIM {q['dssim']:.4f}  SSIM {q['ssim']:.4f}  PSNR {q['psnr']:.2f} dB  max|δ| {q['max_abs_delta']:.4f}")
+    print(f"status    {status_line(model.protection)}")  # a demo net protects nobody: say what was measured
     print(f"total     {time.perf_counter() - t0:.1f} s")
