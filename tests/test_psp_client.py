@@ -14,7 +14,6 @@ import socket
 import stat
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from _train_support import write_tiny_embedder
 from PIL import Image

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import errors_as_one_line, fail, progress_bar
+from .common import errors_as_one_line, progress_bar
 
 _BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, OSError)
 

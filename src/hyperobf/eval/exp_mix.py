@@ -256,7 +256,7 @@ def run_e8(ctx) -> dict:
                           extra_labels=torch.cat([tgt, d_lab, d_lab])))
         plain += ctx.attack(jp)
         adaptive += ctx.attack(ja)
-    conds = {f"InvNet restore ({n} held), plain FR": plain, f"InvNet restore + adaptive FR training": adaptive}
+    conds = {f"InvNet restore ({n} held), plain FR": plain, "InvNet restore + adaptive FR training": adaptive}
     rows = []
     for c, res in conds.items():
         for a, s in per_attacker(ctx, res, c).items():
