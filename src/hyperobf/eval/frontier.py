@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..refiner_meta import DEFAULT_STEP
+from ..train.feature import identity_centroids
 from ..train.losses import dssim
 from .fr import CentroidAttacker, Job
 from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable
@@ -62,10 +63,6 @@ class FrontierConfig:
     extra: dict = field(default_factory=dict)
 
 
-def _centroids(e: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
-    return F.normalize(torch.zeros(n, e.shape[1]).index_add_(0, labels, e), dim=1)
-
-
 class QueryAttacker:
     """Protected uploads vs a clean gallery: distractor centroids + every target's clean test centroid."""
 
@@ -74,7 +71,7 @@ class QueryAttacker:
         n_d = len(distractor_train.classes)
         e_d = embedder.embed(distractor_train.float())
         clean = [F.normalize(embedder.embed(t.test.float() / 255.0).sum(0, keepdim=True), dim=1) for t in targets]
-        self.gallery = torch.cat([_centroids(e_d, distractor_train.labels, n_d), *clean])  # (D + U, 128)
+        self.gallery = torch.cat([identity_centroids(e_d, distractor_train.labels, n_d), *clean])  # (D + U, 128)
         self.n_d = n_d
 
     def identified(self, user: int, x: torch.Tensor) -> float:
@@ -177,7 +174,7 @@ class Frontier:
             dist = self.ctx.data.distractor_train
             with torch.no_grad():
                 e_d = torch.cat([phi(dist.float()[i:i + 64]) for i in range(0, len(dist), 64)])
-                cents = _centroids(e_d, dist.labels, len(dist.classes))
+                cents = identity_centroids(e_d, dist.labels, len(dist.classes))
                 own = F.normalize(torch.stack([phi(v).mean(0) for v in x]), dim=1)
             pick = far_targets(cents, own, cfg.seed)
             target = torch.cat([cents[pick[u]].expand(n, -1) for u, n in enumerate(sizes)])
