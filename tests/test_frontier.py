@@ -115,4 +115,4 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     kinds = {row["protector"].split(":")[0].split(" ")[0] for row in res["rows"]}
     assert {"clean", "net", "hybrid", "limit-untargeted", "limit-targeted"} <= kinds
     assert all(row["dssim_max"] <= 0.01 for row in res["rows"] if row["rho"])
-    assert "recorded in" in r.output
+    assert "measurements in" in r.output and "recorded " in r.output  # "recorded N measurements in <ckpt>: ..."
