@@ -148,6 +148,7 @@ def frontier(
     resnet: Annotated[bool, typer.Option("--resnet", help="Also attack with a ResNet-18 pre-trained on the public faces and fine-tuned on the uploads (slow on a CPU).")] = False,
     resnet_scratch: Annotated[bool, typer.Option("--resnet-scratch", help="Also attack with a ResNet-18 trained from scratch on the uploads (slow on a CPU).")] = False,
     resnet_rho: Annotated[Optional[str], typer.Option(help="Budgets at which the ResNets attack (default: every --rho).")] = None,
+    counters: Annotated[str, typer.Option(help="Counters the embedders' attackers also apply to the protected uploads first, comma-separated: jpeg75, resize50, gray+jpeg10, blur (or 'none').")] = "none",
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
     faces: Annotated[Optional[Path], typer.Option(help="Faces root (default ../shared/data/faces).", file_okay=False)] = None,
     models: Annotated[Optional[Path], typer.Option(help="Models root (default ../shared/models).", file_okay=False)] = None,
@@ -184,11 +185,16 @@ def frontier(
             raise ValueError("--hybrid-embedder: dlib or mobilefacenet")
         if whitebox not in ("mobilefacenet", "dlib", "both"):
             raise ValueError("--whitebox: mobilefacenet, dlib or both")
+        from ..eval.counters import get_counter
+
+        counter_names = () if counters.strip() == "none" else tuple(c.strip() for c in counters.split(",") if c.strip())
+        for c in counter_names:
+            get_counter(c)  # unknown names fail here, before any attacker is trained
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        cfg = FrontierConfig(rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
+        cfg = FrontierConfig(counters=counter_names, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
                              limit_tol=limit_tol, limit_lr=limit_lr, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from . import plots
+from .counters import jpeg, resize
 from .fr import Job
 from .stats import summary
 
@@ -129,25 +126,6 @@ def run_e2(ctx) -> dict:
         "raw": conds,
         "plots": [bars(ctx, "e2", conds, "E2 protection without attack", [0.82, 0.073]), grid.name],
     }
-
-
-def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Round-trip (B, 3, H, W) [0, 1] through JPEG at the given quality (Pillow, 4:2:0 as uploads are)."""
-    out = []
-    for img in x:
-        arr = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, "JPEG", quality=quality)
-        buf.seek(0)
-        out.append(torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).copy()).permute(2, 0, 1))
-    return torch.stack(out).float() / 255.0
-
-
-def resize(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Downscale by factor (area) and back up (bilinear), as a platform's thumbnailing does."""
-    h, w = x.shape[-2:]
-    small = F.interpolate(x, size=(round(h * factor), round(w * factor)), mode="area")
-    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def upload_transforms(scale) -> dict:

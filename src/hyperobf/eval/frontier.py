@@ -14,6 +14,8 @@ Data: the evaluation's CelebA split (targets, distractors; :mod:`.splits`). Each
   centroids + every target's clean test centroid): the face-search engine.
 * ``<embedder>/gallery`` — the target's clean test photos identified when the gallery holds the
   protected uploads as the target's class (Fawkes's protocol).
+* ``<embedder>/<protocol>+<counter>`` (``--counters``) — the same after the attacker passes the
+  protected uploads through a counter (:mod:`.counters`: JPEG, resize, squeezing, blur).
 * ``resnet18/gallery`` (optional, costly on a CPU) — ResNet-18 pre-trained on the public set and
   fine-tuned on distractors + protected uploads, tested on the clean photos.
 Every number is per target user, then mean ± sd over users; the clean level of each attacker
@@ -59,6 +61,7 @@ class FrontierConfig:
     resnet: bool = False  # ResNet-18 pre-trained on the public set, fine-tuned on the uploads
     resnet_scratch: bool = False  # ResNet-18 trained from scratch on distractors + uploads
     resnet_rhos: tuple[float, ...] = ()  # budgets at which the ResNets attack (empty: all); costly on a CPU
+    counters: tuple[str, ...] = ()  # eval.counters names: the embedders also see the uploads after each
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -142,6 +145,14 @@ class Frontier:
             out["per_user"][f"{name}/query"] = [q.identified(u, p) for u, p in enumerate(protected)]
             out["per_user"][f"{name}/gallery"] = [r["acc"] for r in self.gallery[name].run(
                 [Job(u, p) for u, p in enumerate(protected)])]
+        for c in self.cfg.counters:  # the attacker first transforms the protected uploads (JPEG, resize, ...)
+            from .counters import get_counter
+
+            pc = [get_counter(c)(p) for p in protected]
+            for name in self.embedders:
+                out["per_user"][f"{name}/query+{c}"] = [self.query[name].identified(u, p) for u, p in enumerate(pc)]
+                out["per_user"][f"{name}/gallery+{c}"] = [r["acc"] for r in self.gallery[name].run(
+                    [Job(u, p) for u, p in enumerate(pc)])]
         for net in self.resnets if resnets else ():
             out["per_user"][f"{net.name}/gallery"] = [r["acc"] for r in net.run([Job(u, p) for u, p in enumerate(protected)])]
         out["acc"] = {k: summary(v) for k, v in out["per_user"].items()}

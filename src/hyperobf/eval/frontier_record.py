@@ -24,6 +24,8 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
             f"{result['distractors']} distractors")
     out = []
     for key, s in row["acc"].items():
+        if "+" in key:  # after a counter (JPEG, resize, ...): the frontier's table, not the user's record
+            continue
         attacker, protocol = key.split("/")
         n_q = (result["uploads_per_target"] if protocol == "query" else sum(result["test_per_target"]))
         out.append(entry(attacker, PROTOCOLS.get(protocol, protocol), data, clean["acc"][key]["mean"], s["mean"],

@@ -17,8 +17,29 @@ def _cell(s: dict | None) -> str:
     return f"{s['mean']:.2f} ± {s['sd']:.2f}"
 
 
+def _main_attackers(result: dict) -> list[str]:
+    """Attacker/protocol keys without a counter (``+jpeg75`` ...): the main table and the plot."""
+    return [a for a in result["attackers"] if "+" not in a]
+
+
+def _counter_table(result: dict) -> list[str]:
+    """One row per protector and ρ, one column per attacker/protocol + counter, identification."""
+    keys = [a for a in result["attackers"] if "+" in a]
+    if not keys:
+        return []
+    lines = ["", "After counters (the attacker passes the protected uploads through the counter first; clean row = "
+             "the counter on clean uploads):", "",
+             "| protector | ρ | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for r in result["rows"]:
+        if not any(k in r["acc"] for k in keys):
+            continue
+        rho = "–" if r["rho"] is None else f"{r['rho']:g}"
+        lines.append(f"| {r['protector']} | {rho} | " + " | ".join(_cell(r["acc"].get(k)) for k in keys) + " |")
+    return lines
+
+
 def report_md(result: dict) -> str:
-    attackers = result["attackers"]
+    attackers = _main_attackers(result)
     cfg = result["config"]
     lines = [
         "# Budget–protection frontier",
@@ -47,6 +68,7 @@ def report_md(result: dict) -> str:
         rho = "–" if r["rho"] is None else f"{r['rho']:g}"
         lines.append(f"| {r['protector']} | {rho} | {r['dssim_mean']:.4f} ({r['dssim_max']:.4f}) | {cos} | {accs} | "
                      f"{r['seconds']:.0f} |")
+    lines += _counter_table(result)
     for inc in result.get("included", []):
         lines.append(f"\nRows from `{inc['source']}` (same split, uploads and attackers; {inc['seconds']:.0f} s): "
                      f"`{inc['command']}`")
@@ -67,7 +89,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    attackers = result["attackers"]
+    attackers = _main_attackers(result)
     cols = min(3, len(attackers))
     rows_n = -(-len(attackers) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 4 * rows_n), squeeze=False)
