@@ -35,6 +35,7 @@ def serve(
     migrate_only: Annotated[bool, typer.Option("--migrate-only", help="Apply database migrations and exit.")] = False,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", metavar="ORIGIN", help="Allow a web client on this origin (https://app.example[:port]) to call the API from a page; repeatable. Default: none.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Worker processes (uvicorn) sharing the database; limits and the near-duplicate check hold across them.")] = 1,
 ) -> None:
     """Serve per-user MaskNets over HTTP: accounts, tokens, issue / download / rotate / list (OpenAPI at /docs)."""
     from sqlalchemy.engine import make_url
@@ -69,6 +70,9 @@ def serve(
             fail("--checkpoint is required (unless --migrate-only)")
         if not Path(cfg.checkpoint).is_file():
             fail(f"checkpoint not found: {cfg.checkpoint}")
+        if workers > 1:
+            _serve_workers(cfg, host, port, workers, log_level, shown_db)
+            return
         from ..psp.api import build_service, create_app
 
         with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, ArgumentError, ImportError):
@@ -81,3 +85,39 @@ def serve(
         "serving %s HyperNet %s on http://%s:%d (db %s)", service.engine.spec.name,
         service.engine.hypernet_sha256[:12], host, port, shown_db)
     uvicorn.run(create_app(service), host=host, port=port, log_level=log_level.lower())
+
+
+def _serve_workers(cfg, host: str, port: int, workers: int, log_level: str, shown_db: str) -> None:  # noqa: ANN001
+    """Several uvicorn worker processes, each building its own service from the resolved config.
+
+    What can fail is checked here first, once, with one-line errors: the checkpoint loads, the
+    database migrates, the key exists (created now if it is a new key file, so the workers all
+    read the same one). The workers then start from hyperobf.psp.asgi:app_from_env."""
+    import json
+    import os
+
+    import uvicorn
+    from sqlalchemy.exc import ArgumentError
+
+    from ..psp import asgi
+    from ..psp.crypto import SecretBox
+    from ..psp.db import make_engine
+    from ..psp.migrate import upgrade
+    from ..train.checkpoint import load_checkpoint
+
+    with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, ArgumentError, ImportError):
+        loaded = load_checkpoint(cfg.checkpoint)
+        if loaded.config.method == "static":
+            raise ValueError("a static (one-net) checkpoint cannot issue per-user MaskNets; use a HyperNet")
+        SecretBox.load(cfg.key_file)
+        db = make_engine(cfg.db_url)
+        upgrade(db)
+        db.dispose()
+    del loaded
+    os.environ[asgi.RESOLVED_ENV] = json.dumps(cfg.to_dict())
+    os.environ[asgi.WORKERS_ENV] = str(workers)
+    os.environ[asgi.LOG_ENV] = log_level
+    logging.getLogger("hyperobf.psp").info("serving on http://%s:%d with %d workers (db %s)", host, port, workers,
+                                           shown_db)
+    uvicorn.run("hyperobf.psp.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level.lower())

@@ -56,7 +56,11 @@ class SecretBox:
 
     @classmethod
     def load(cls, key_file: str | Path | None, create: bool = True) -> "SecretBox":
-        """Keys from $HYPEROBF_PSP_KEY, else from ``key_file`` (created with mode 0600 if absent)."""
+        """Keys from $HYPEROBF_PSP_KEY, else from ``key_file`` (created with mode 0600 if absent).
+
+        Several workers may start at once on a fresh deployment: the key is written to a
+        private temporary file and then hard-linked to ``key_file``, which fails if the name
+        exists, so exactly one key wins and nobody ever reads a half-written file."""
         env = os.environ.get(KEY_ENV, "").strip()
         if env:
             return cls([k.strip().encode() for k in env.split(",") if k.strip()])
@@ -66,10 +70,26 @@ class SecretBox:
         if not path.exists():
             if not create:
                 raise FileNotFoundError(f"key file not found: {path}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key() + b"\n")
+            _create_key_file(path)
         lines = [l.strip() for l in path.read_bytes().splitlines() if l.strip()]
+        if not lines:
+            raise ValueError(f"key file is empty: {path}")
         return cls(lines)
 
+
+def _create_key_file(path: Path) -> None:
+    """Publish a new key at ``path`` atomically unless another process already did."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(Fernet.generate_key() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and never replaces an existing key
+        except FileExistsError:
+            pass  # another worker won: use its key
+    finally:
+        tmp.unlink(missing_ok=True)

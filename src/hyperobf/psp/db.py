@@ -13,7 +13,8 @@ import datetime as dt
 from typing import Iterator
 
 from sqlalchemy import (Boolean, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary, String, create_engine,
-                        event)
+                        event, text)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 
@@ -117,6 +118,26 @@ def make_engine(url: str) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+# Transaction-scoped PostgreSQL advisory locks (released at commit/rollback, also when the
+# process dies: the server ends the session). Numbers are arbitrary but fixed across versions.
+ISSUANCE_LOCK = 0x48_4F_42_01  # recording issued nets: limits, near-duplicate catch-up, id order
+REGISTRATION_LOCK = 0x48_4F_42_02  # creating accounts: per-client account limit, unique identities
+MIGRATION_LOCK = 0x48_4F_42_03  # Alembic upgrade when several workers start at once
+
+
+def serialize(s: Session | Connection, key: int) -> None:
+    """Serialize this transaction against every other one taking ``key``, in any process.
+
+    PostgreSQL: ``pg_advisory_xact_lock``. Under READ COMMITTED every statement after it sees
+    all rows committed by the previous holder, so counts and near-duplicate catch-up are
+    exact. SQLite needs nothing: ``write_session`` begins with BEGIN IMMEDIATE, which already
+    serializes every writer of the file (across processes too).
+    """
+    bind = s.get_bind() if isinstance(s, Session) else s
+    if bind.dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 @contextlib.contextmanager

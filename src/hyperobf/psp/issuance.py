@@ -2,8 +2,11 @@
 probe fingerprints -> re-draw any net too close to an issued one -> render files -> record
 them (limits re-checked inside the transaction) -> resolve each request's future.
 
-Runs in the batcher thread only (one at a time per process). Across processes the
-database is the truth: the fingerprint index catches up from it before every batch.
+Runs in the batcher thread only (one at a time per process). Across worker processes the
+database is the truth: the fingerprint index catches up from it before every batch, and again
+inside the recording transaction, which holds a lock every worker's recording takes (db.serialize):
+a net too close to one another worker recorded in between is re-drawn, and the limits are
+counted with every other worker's nets in.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..export.secrets_z import new_model_id, secure_normal
 from . import limits
 from .config import PSPConfig
 from .crypto import SecretBox
-from .db import Account, IssuedNet, utcnow, write_session
+from .db import ISSUANCE_LOCK, Account, IssuedNet, serialize, utcnow, write_session
 from .engine import GenerationEngine, TemplateUnavailable, Variant
 from .errors import ApiError, Conflict, Forbidden, NotFound, Unavailable
 from .fingerprint import NearestIndex, from_bytes, to_bytes
@@ -47,6 +50,18 @@ class IssueJob:
     draws: int = 0
 
 
+@dataclass
+class Sealed:
+    """A rendered job ready to record: its file hashed and encrypted (outside the lock)."""
+
+    job: IssueJob
+    model_id: str
+    sha256: str
+    size: int
+    file_enc: bytes
+    z_enc: bytes | None
+
+
 class Issuer:
     def __init__(self, cfg: PSPConfig, engine: GenerationEngine, sessions: sessionmaker, box: SecretBox,
                  z_sampler: ZSampler = secure_normal) -> None:
@@ -57,24 +72,38 @@ class Issuer:
         self.z_sampler = z_sampler  # tests swap in a sampler that repeats latents
         self.index = NearestIndex(engine.fingerprinter.dim)
         self.version = engine.fingerprinter.version
-        self.stats = {"batches": 0, "nets": 0, "redraws": 0, "refused_near_duplicate": 0}
+        self.stats = {"batches": 0, "nets": 0, "redraws": 0, "refused_near_duplicate": 0, "cross_worker_redraws": 0}
 
     # --- fingerprints of everything issued so far --------------------------------------
-    def sync_index(self, s: Session) -> None:
+    def sync_index(self, s: Session) -> np.ndarray | None:
+        """Load the fingerprints recorded since the last sync (by any worker); returns them."""
         rows = s.execute(select(IssuedNet.id, IssuedNet.fingerprint).where(
             IssuedNet.id > self.index.last_id, IssuedNet.probe_version == self.version).order_by(IssuedNet.id)).all()
-        if rows:
-            self.index.add(np.stack([from_bytes(r.fingerprint) for r in rows]), last_id=rows[-1].id)
+        if not rows:
+            return None
+        fps = np.stack([from_bytes(r.fingerprint) for r in rows])
+        self.index.add(fps, last_id=rows[-1].id)
+        return fps
 
     # --- the batch --------------------------------------------------------------------
     def process(self, jobs: list[IssueJob]) -> None:
-        """Resolve every job's future with an IssuedNet row or an ApiError; never raises."""
+        """Resolve every job's future with an IssuedNet row or an ApiError; never raises.
+
+        Jobs whose net turns out, inside the locked recording transaction, to be too close to a
+        net another worker recorded meanwhile go round again (fresh latents, same draw budget)."""
         try:
-            with self.sessions() as s:
-                self.sync_index(s)
-            self._draw(jobs)
-            files = self._render([j for j in jobs if not j.future.done()])
-            self._record(files)
+            pending = list(jobs)
+            while pending:
+                with self.sessions() as s:
+                    self.sync_index(s)  # most of the index, outside the lock; the rest is caught up inside
+                self._draw(pending)
+                files = self._render([j for j in pending if not j.future.done()])
+                pending = self._record(self._seal(files))
+                self.stats["cross_worker_redraws"] += len(pending)
+                for j in pending:
+                    if j.draws >= self.cfg.max_draws:
+                        self._refuse(j)
+                pending = [j for j in pending if not j.future.done()]
         except Exception as e:  # noqa: BLE001 - every waiting request must get an answer
             # the type and the database driver's own message, never the statement's parameters
             orig = getattr(e, "orig", None)
@@ -84,6 +113,14 @@ class Issuer:
                 if not j.future.done():
                     j.future.set_exception(Unavailable("issuance failed; try again") if not isinstance(e, ApiError) else e)
         self.stats["batches"] += 1
+
+    def _refuse(self, job: IssueJob) -> None:
+        self.stats["refused_near_duplicate"] += 1
+        log.warning("near-duplicate: no distinct net after %d draws (min distance %.3g)",
+                    job.draws, self.cfg.min_distance)
+        job.future.set_exception(Unavailable(
+            f"could not draw a MaskNet distinct enough from those already issued in {job.draws} "
+            "attempts; try again later"))
 
     def _draw(self, jobs: list[IssueJob]) -> None:
         """Latents for every job, re-drawn (only for the offending jobs) while the net is within
@@ -103,12 +140,7 @@ class Issuer:
                     job.weights = {k: v[i] for k, v in weights.items()}
                     accepted.add(fps[i:i + 1])
                 elif job.draws >= self.cfg.max_draws:
-                    self.stats["refused_near_duplicate"] += 1
-                    log.warning("near-duplicate: no distinct net after %d draws (min distance %.3g)",
-                                job.draws, self.cfg.min_distance)
-                    job.future.set_exception(Unavailable(
-                        f"could not draw a MaskNet distinct enough from those already issued in {job.draws} "
-                        "attempts; try again later"))
+                    self._refuse(job)
                 else:
                     self.stats["redraws"] += 1
                     retry.append(job)
@@ -133,33 +165,55 @@ class Issuer:
             out += zip(group, ids, renderer.render(weights, ids))
         return out
 
-    def _record(self, files: list[tuple[IssueJob, str, bytes]]) -> None:
+    def _seal(self, files: list[tuple[IssueJob, str, bytes]]) -> list[Sealed]:
+        """Hash and encrypt every file (and z) before the recording transaction: the lock that
+        serializes recording across workers is then held only for the SQL."""
+        keep_z = self.cfg.z_storage == "encrypted"
+        return [Sealed(job, model_id, hashlib.sha256(data).hexdigest(), len(data), self.box.encrypt(data),
+                       self.box.encrypt(job.z.astype(np.float32).tobytes()) if keep_z else None)
+                for job, model_id, data in files]
+
+    def _record(self, sealed: list[Sealed]) -> list[IssueJob]:
+        """Record the batch in one transaction; returns the jobs to re-draw (too close to a net
+        another worker recorded after this batch's index sync)."""
         now = utcnow()
         done: list[tuple[IssueJob, IssuedNet]] = []
+        redraw: list[IssueJob] = []
         with write_session(self.sessions) as s:
+            # One issuance transaction at a time across every worker process (PostgreSQL advisory
+            # lock; SQLite's BEGIN IMMEDIATE already is one): per-account AND per-client counts,
+            # the near-duplicate catch-up below, and ids allocated in commit order (sync_index
+            # reads "id > last_id": an id committed out of order would never be loaded).
+            serialize(s, ISSUANCE_LOCK)
+            news = self.sync_index(s)  # what other workers recorded since this batch's first sync
+            if news is not None and sealed and self.cfg.min_distance > 0:
+                fresh = NearestIndex(self.index.dim)
+                fresh.add(news)
+                d = fresh.nearest(np.stack([x.job.fingerprint for x in sealed]))
+                keep = []
+                for x, dist in zip(sealed, d):
+                    (keep if float(dist) >= self.cfg.min_distance else redraw).append(x)
+                sealed = keep
             usage: dict = {}  # per account / client: read once per batch, then counted forward
-            # Lock the batch's account rows, in id order (two processes' batches never deadlock), so
-            # concurrent batches serialize per account on PostgreSQL; SQLite's BEGIN IMMEDIATE already
-            # serializes all writers.
-            ids = sorted({job.account_id for job, _, _ in files})
-            accounts = {a.id: a for a in s.execute(
-                select(Account).where(Account.id.in_(ids)).order_by(Account.id).with_for_update()).scalars()}
+            ids = sorted({x.job.account_id for x in sealed})
+            accounts = {a.id: a for a in s.execute(select(Account).where(Account.id.in_(ids))).scalars()}
             for a in ids:
                 acc = accounts.get(a)
                 usage[("account", a)] = None if acc is None or acc.disabled else \
                     limits.account_usage(s, self.cfg, a, now)
-            for job, model_id, data in files:
+            for x in sealed:
                 try:  # every check raises before this job writes anything: no savepoint needed
-                    done.append((job, self._record_one(s, usage, job, model_id, data, now)))
+                    done.append((x.job, self._record_one(s, usage, x, now)))
                 except ApiError as e:
-                    job.future.set_exception(e)
+                    x.job.future.set_exception(e)
         # only after the commit is a net really issued
         for job, row in done:
             self.stats["nets"] += 1
             job.future.set_result(row)
+        return [x.job for x in redraw]
 
-    def _record_one(self, s: Session, usage: dict, job: IssueJob, model_id: str, data: bytes,
-                    now: dt.datetime) -> IssuedNet:
+    def _record_one(self, s: Session, usage: dict, x: Sealed, now: dt.datetime) -> IssuedNet:
+        job = x.job
         akey, ckey = ("account", job.account_id), ("client", job.client_hash)
         if usage[akey] is None:
             raise Forbidden("account is disabled")
@@ -176,16 +230,14 @@ class Issuer:
         limits.check_usage(self.cfg, usage[akey], usage[ckey], now, replacing=old is not None)
         spec = self.engine.spec
         row = IssuedNet(
-            model_id=model_id, account_id=job.account_id, structure=spec.name, spec_digest=self.engine.spec_digest,
+            model_id=x.model_id, account_id=job.account_id, structure=spec.name, spec_digest=self.engine.spec_digest,
             method=self.engine.method, hypernet_sha256=self.engine.hypernet_sha256, format=job.variant.format,
-            precision=job.variant.precision, shape=job.variant.shape, file_sha256=hashlib.sha256(data).hexdigest(),
-            file_size=len(data), file_enc=self.box.encrypt(data),
-            z_enc=self.box.encrypt(job.z.astype(np.float32).tobytes()) if self.cfg.z_storage == "encrypted" else None,
-            fingerprint=to_bytes(job.fingerprint), probe_version=self.version, draws=job.draws,
-            client_hash=job.client_hash, issued_at=now,
+            precision=job.variant.precision, shape=job.variant.shape, file_sha256=x.sha256, file_size=x.size,
+            file_enc=x.file_enc, z_enc=x.z_enc, fingerprint=to_bytes(job.fingerprint), probe_version=self.version,
+            draws=job.draws, client_hash=job.client_hash, issued_at=now,
         )
         s.add(row)
         if old is not None:
-            old.retired_at, old.replaced_by, old.file_enc = now, model_id, None
+            old.retired_at, old.replaced_by, old.file_enc = now, x.model_id, None
         limits.count_issue(usage[akey], usage[ckey], now, replacing=old is not None)
         return row

@@ -15,6 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from .db import MIGRATION_LOCK, serialize
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -36,9 +38,13 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
-    """Bring the database to ``revision`` (idempotent); returns the revision now current."""
+    """Bring the database to ``revision`` (idempotent); returns the revision now current.
+
+    Safe when several workers start at once: the upgrade runs under a lock (PostgreSQL
+    advisory lock; SQLite BEGIN IMMEDIATE), so the second worker finds the schema current."""
     cfg = _config()
-    with engine.begin() as conn:
+    with engine.execution_options(sqlite_immediate=True).begin() as conn:
+        serialize(conn, MIGRATION_LOCK)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return current_revision(engine)

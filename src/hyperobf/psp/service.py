@@ -19,7 +19,7 @@ from . import limits
 from .batcher import Batcher
 from .config import PSPConfig
 from .crypto import SecretBox, new_public_id, new_token, token_hash
-from .db import Account, IssuedNet, Token, utcnow, write_session
+from .db import REGISTRATION_LOCK, Account, IssuedNet, Token, serialize, utcnow, write_session
 from .engine import GenerationEngine, Variant
 from .errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized, Unavailable
 from .issuance import IssueJob, Issuer
@@ -59,6 +59,9 @@ class PSPService:
             raise Forbidden(f"verification failed: {e}") from None
         now = utcnow()
         with write_session(self.sessions) as s:
+            # one registration at a time across workers: the per-client count and the
+            # one-account-per-identity check must see each other's accounts
+            serialize(s, REGISTRATION_LOCK)
             limits.check_registration(s, self.cfg, client_hash, now)
             if identity.unique and s.scalar(select(func.count()).select_from(Account).where(
                     Account.subject == identity.subject)):
@@ -131,9 +134,11 @@ class PSPService:
                  f", replacing {retire}" if retire else "")
         return row
 
-    def _own(self, s, caller: Caller, model_id: str, active: bool = False) -> IssuedNet:  # noqa: ANN001
-        row = s.execute(select(IssuedNet).where(IssuedNet.model_id == model_id,
-                                                IssuedNet.account_id == caller.account_id)).scalar_one_or_none()
+    def _own(self, s, caller: Caller, model_id: str, active: bool = False, lock: bool = False) -> IssuedNet:  # noqa: ANN001
+        q = select(IssuedNet).where(IssuedNet.model_id == model_id, IssuedNet.account_id == caller.account_id)
+        # lock: the row is about to change (download_once, retire); two workers must not both
+        # read it unchanged (PostgreSQL row lock; SQLite's BEGIN IMMEDIATE already serializes)
+        row = s.execute(q.with_for_update() if lock else q).scalar_one_or_none()
         if row is None:
             raise NotFound(f"no MaskNet {model_id} on this account")
         if active and row.retired_at is not None:
@@ -154,7 +159,7 @@ class PSPService:
     def file(self, caller: Caller, model_id: str) -> tuple[IssuedNet, bytes]:
         # a read-only session unless the download consumes the file
         with (write_session(self.sessions) if self.cfg.download_once else self.sessions()) as s:
-            row = self._own(s, caller, model_id)
+            row = self._own(s, caller, model_id, lock=self.cfg.download_once)
             if row.file_enc is None:
                 why = "it is retired" if row.retired_at else "it was already downloaded (download_once)"
                 raise Gone(f"MaskNet {model_id} can no longer be downloaded: {why}")
@@ -167,7 +172,7 @@ class PSPService:
 
     def retire(self, caller: Caller, model_id: str) -> IssuedNet:
         with write_session(self.sessions) as s:
-            row = self._own(s, caller, model_id, active=True)
+            row = self._own(s, caller, model_id, active=True, lock=True)
             row.retired_at, row.file_enc = utcnow(), None
         log.info("masknet %s retired by account %s", model_id, caller.public_id)
         return row
