@@ -127,7 +127,7 @@ def int8_study(loaded, faces_dir: str | None, scratch: Path, users: int = 2) -> 
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
-    from hyperobf.export.issue import generate_users
+    from hyperobf.train.sources import generate_users
     from hyperobf.export.onnx_graph import build_onnx
     from hyperobf.export.secrets_z import secure_normal
     from hyperobf.export.verify import delta_ratio, dssim_np, make_inputs, ort_outputs
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from hyperobf.export.formats import FORMATS
+    from hyperobf.model_formats import FORMATS
     from hyperobf.train.checkpoint import load_checkpoint
 
     ns = [100] if args.quick else [int(s) for s in args.ns.split(",")]

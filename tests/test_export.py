@@ -20,8 +20,9 @@ import numpy as np
 import onnx
 import pytest
 
-from hyperobf.export.formats import FORMATS, SUFFIXES, format_of
-from hyperobf.export.issue import generate_users, issue_users
+from hyperobf.model_formats import FORMATS, SUFFIXES, format_of
+from hyperobf.export.issue import issue_users
+from hyperobf.train.sources import generate_users
 from hyperobf.export.verify import ExportRefused, VerifyInputs, ort_outputs, ort_session, reference
 from hyperobf.model_meta import PREFIX, parse_metadata
 from hyperobf.spec import builtin_spec
@@ -237,7 +238,7 @@ def test_destroyed_delta_is_refused(loaded, tmp_path, monkeypatch):
 
 
 def test_formats_table_is_torch_free():
-    code = ("import sys, hyperobf.export.formats as f; "
+    code = ("import sys, hyperobf.model_formats as f; "
             "assert not {'torch', 'onnx', 'coremltools'} & set(sys.modules), sorted(sys.modules); print(f.SUFFIXES)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -13,8 +13,9 @@ import json
 import numpy as np
 import pytest
 
-from hyperobf.export.formats import FORMATS
-from hyperobf.export.issue import generate_users, issue_users
+from hyperobf.model_formats import FORMATS
+from hyperobf.export.issue import issue_users
+from hyperobf.train.sources import generate_users
 from hyperobf.export.verify import VerifyInputs, ort_outputs, reference
 from hyperobf.model_meta import parse_metadata
 from hyperobf.spec import builtin_spec

@@ -42,7 +42,7 @@ def test_wheel_contains_the_runtime_and_light_metadata(wheel):
     src = REPO / "src"
     runtime = {str(p.relative_to(src)) for p in (src / "hyperobf" / "device_runtime").glob("*.py")}
     assert runtime and runtime <= names, sorted(runtime - names)
-    for module in ("spec.py", "model_meta.py", "protection.py", "fsmodes.py", "psp_client.py", "export/formats.py",
+    for module in ("spec.py", "model_meta.py", "protection.py", "fsmodes.py", "psp_client.py", "model_formats.py",
                    "cli/protect_cmd.py", "cli/client_cmds.py", "models/onnx_torch.py"):
         assert f"hyperobf/{module}" in names, module
     [meta_name] = [n for n in names if n.endswith(".dist-info/METADATA")]

@@ -23,11 +23,14 @@ OUTPUT_NAMES = ("protected", "delta")
 def build_metadata(
     spec: MaskNetSpec, model_id: str, checkpoint_sha256: str, *, method: str = "hypernet",
     shape: str = "fixed", precision: str = "fp32", created: float | None = None, protection: dict | None = None,
+    model_format: str | None = None,
 ) -> dict[str, str]:
     """The one metadata dict (str -> JSON str) for a user's model file.
 
     ``protection``: the checkpoint's protection record (:mod:`hyperobf.protection`), copied as is;
     null means nobody measured this HyperNet's protection, and the runtime says so.
+    ``model_format``: the format table's row name (``"onnx"``, ``"ort"``, ``"coreml"``); None leaves
+    the key out (models built outside the exporter, e.g. in tests).
     """
     validate_protection(protection)
     size = spec.input_size
@@ -48,6 +51,8 @@ def build_metadata(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or time.time())),
         "protection": protection,
     }
+    if model_format is not None:  # last: the key order is the order of the model file's metadata entries
+        fields["format"] = model_format
     return {PREFIX + k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in fields.items()}
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..export.formats import FORMATS, PRECISIONS, SHAPES, parse_list
+from ..model_formats import FORMATS, PRECISIONS, SHAPES, parse_list
 from .common import errors_as_one_line, fail, progress_bar
 
 _FORMAT_HELP = "Comma-separated formats: " + ", ".join(f"{r.name} ({r.suffix})" for r in FORMATS.values()) + "."

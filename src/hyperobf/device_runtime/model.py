@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.formats import FORMATS, SUFFIXES
+from ..model_formats import FORMATS, SUFFIXES
 from ..model_meta import INPUT_NAME, OUTPUT_NAMES, MetadataError, parse_metadata
 from ..spec import MaskNetSpec
 from .session import SessionConfig, make_session

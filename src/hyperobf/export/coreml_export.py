@@ -9,8 +9,8 @@ holding sentinel weights. An .mlpackage is a folder::
                                                  and 64-byte-aligned data
 
 Per user the weight bytes are spliced into weight.bin and model.mlmodel (and the model id
-into model.mlmodel's user-defined metadata); the template checks itself by reading a
-spliced package back with coremltools (:mod:`coreml_verify`).
+into model.mlmodel's user-defined metadata); the format table's checker reads a spliced
+package back with coremltools (:func:`hyperobf.export.coreml_verify.check_template`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 from .. import __version__
 from ..model_meta import INPUT_NAME, OUTPUT_NAMES, PREFIX
 from ..spec import MaskNetSpec
-from .precision import encode, slots
-from .splice import ByteTemplate, placeholder_id, sentinels
+from .precision import encode
+from .splice import ByteTemplate, SplicedTemplate, placeholder_id, sentinels
 
 DEPLOYMENT_TARGET = "iOS15"  # mlprogram needs iOS15 / macOS12; fp32 inputs/outputs on this target
 MAX_SIDE = 4096  # flexible-shape bound of the dynamic variant
@@ -64,6 +64,7 @@ def convert(spec: MaskNetSpec, params: dict[str, np.ndarray], shape: str, precis
 
     from ..models.masknet import MaskNet
 
+    net = MaskNet.from_numpy(spec, params)
     with quiet():
         import coremltools as ct
 
@@ -76,8 +77,6 @@ def convert(spec: MaskNetSpec, params: dict[str, np.ndarray], shape: str, precis
                 d = self.net.delta(x)
                 return (x + d).clamp(0.0, 1.0), d
 
-        net = MaskNet(spec).eval()
-        net.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in params.items()})
         s = spec.input_size
         traced = torch.jit.trace(Wrapper(net).eval(), torch.rand(1, spec.in_channels, s, s), check_trace=False)
         if shape == "fixed":
@@ -101,32 +100,24 @@ def convert(spec: MaskNetSpec, params: dict[str, np.ndarray], shape: str, precis
         model.save(str(dst))
 
 
-class CoreMLTemplate:
+class CoreMLTemplate(SplicedTemplate):
     """A spec's .mlpackage with per-user weights spliced into weight.bin and model.mlmodel."""
 
     format = "coreml"
+    title = "CoreML"
+    seeds = range(20, 28, 2)
 
     def __init__(self, spec: MaskNetSpec, shape: str, metadata: dict[str, str], precision: str = "fp32") -> None:
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"CoreML export supports fp32 and fp16, not {precision}")
-        self.spec, self.shape, self.precision = spec, shape, precision
-        self.slots = slots(spec, precision)
-        self.metadata = {**metadata, PREFIX + "deployment_target": f'"{DEPLOYMENT_TARGET}"'}
-        last: Exception | None = None
-        for seed in range(20, 28, 2):
-            try:
-                self._build(seed)
-                break
-            except LookupError as e:
-                last = e
-        else:
-            raise RuntimeError(f"cannot build the {precision} CoreML template: {last}")
-        from .coreml_verify import check_template
+        super().__init__(spec, shape, {**metadata, PREFIX + "deployment_target": f'"{DEPLOYMENT_TARGET}"'}, precision)
 
-        check_template(self, seed + 1)
+    def sentinel_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        # float32 parameters, converted by coremltools itself (fp16: its own rounding, which is then located)
+        return {s.name: (s.shape, np.dtype(np.float32)) for s in self.slots}
 
     def _build(self, seed: int) -> None:
-        values = sentinels({s.name: (s.shape, np.dtype(np.float32)) for s in self.slots}, seed)
+        values = sentinels(self.sentinel_shapes(), seed)
         stored = encode(self.spec, self.precision, {k: v[None] for k, v in values.items()})
         pid = placeholder_id(seed)
         with tempfile.TemporaryDirectory(prefix="hyperobf-coreml-") as tmp:
@@ -147,18 +138,3 @@ class CoreMLTemplate:
         self.files = {rel: ByteTemplate.from_sentinels(blobs[rel], where[rel], pid if rel.endswith("model.mlmodel") else None)
                       for rel in PACKAGE_FILES}
         self.template_blobs = blobs
-
-    # --- per user ------------------------------------------------------------------
-    def encode(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return encode(self.spec, self.precision, params)
-
-    def render_files(self, params: dict[str, np.ndarray], model_id: str) -> dict[str, bytes]:
-        """One user's package: {relative path: bytes}."""
-        stored = {k: v[0] for k, v in self.encode({k: np.asarray(v)[None] for k, v in params.items()}).items()}
-        raw = {k: np.ascontiguousarray(v).tobytes() for k, v in stored.items()}
-        return {rel: t.render(raw, model_id) for rel, t in self.files.items()}
-
-    def render_batch(self, stored: dict[str, np.ndarray], model_ids: list[str],
-                     out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """{relative path: (n, file bytes) uint8}; ``out``: buffers from an earlier call to reuse."""
-        return {rel: t.render_batch(stored, model_ids, (out or {}).get(rel)) for rel, t in self.files.items()}

@@ -19,8 +19,9 @@ import numpy as np
 from ..model_meta import PREFIX, MetadataError, parse_metadata
 from .coreml_export import PACKAGE_FILES, const_name, quiet
 from .precision import FP16_MAX
+from .errors import ReferenceMismatch
 from .splice import placeholder_id, sentinels
-from .verify import Refs, Tally, VerificationError, VerifyInputs, reference
+from .verify import Refs, Tally, VerifyInputs, reference
 
 PREDICTION = "skipped (needs macOS)"
 
@@ -44,7 +45,7 @@ def read_package(path: Path, spec, precision: str) -> tuple[dict[str, np.ndarray
     for name, shape in spec.param_shapes().items():
         val = consts.get(const_name(name, precision))
         if val is None:
-            raise VerificationError(f"{path.name}: no const {const_name(name, precision)} in the program")
+            raise ReferenceMismatch(f"{path.name}: no const {const_name(name, precision)} in the program")
         if val.HasField("blobFileValue"):
             off = val.blobFileValue.offset
             arr = np.asarray(reader.read_fp16_data(off) if precision == "fp16" else reader.read_float_data(off))
@@ -66,10 +67,10 @@ def _expected(generated: np.ndarray, precision: str) -> np.ndarray:
     return generated.astype(np.float32)
 
 
-def check_template(template, seed: int) -> None:
-    """Splice other sentinel values into a package and read them back exactly (template self-check)."""
-    values = sentinels({s.name: (s.shape, np.dtype(np.float32)) for s in template.slots}, seed)
-    mid = placeholder_id(seed)
+def check_template(template) -> None:  # noqa: ANN001 - a CoreMLTemplate
+    """The format table's checker: splice other sentinel values into a package and read them back exactly."""
+    values = sentinels(template.sentinel_shapes(), template.seed + 1)
+    mid = placeholder_id(template.seed + 1)
     with tempfile.TemporaryDirectory(prefix="hyperobf-coreml-check-") as tmp:
         pkg = Path(tmp) / "u.mlpackage"
         for rel, data in template.render_files(values, mid).items():
@@ -87,16 +88,11 @@ def _emulated_delta(spec, weights: dict[str, np.ndarray], x: np.ndarray, precisi
     """torch MaskNet on the read-back weights at the package's compute precision (not CoreML itself)."""
     import torch
 
-    from ..models.masknet import MaskNet
+    from ..models.masknet import outputs_from_numpy
 
-    net = MaskNet(spec).eval()
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    net = net.to(dtype)
-    with torch.no_grad():
-        xt = torch.from_numpy(x).to(dtype)
-        d = net.delta(xt)
-        return (xt + d).clamp(0, 1).float().numpy(), d.float().numpy()
+    out, delta = outputs_from_numpy(spec, {k: v[None] for k, v in weights.items()}, x, dtype)
+    return out[0], delta[0]
 
 
 def verify_coreml(template, paths: list[Path], params: dict[str, np.ndarray], inputs: VerifyInputs, label: str,
@@ -110,14 +106,14 @@ def verify_coreml(template, paths: list[Path], params: dict[str, np.ndarray], in
         for name, w in got.items():
             diff = float(np.abs(w - _expected(params[name][i], template.precision)).max())
             if diff > 0:
-                raise VerificationError(f"{label}: {path.name} weight {name} reads back off by {diff:.3g}")
+                raise ReferenceMismatch(f"{label}: {path.name} weight {name} reads back off by {diff:.3g}")
             max_weight_diff = max(max_weight_diff, float(np.abs(w - params[name][i]).max()))
         try:
             parsed = parse_metadata(meta)
         except MetadataError as e:
-            raise VerificationError(f"{label}: {path.name}: {e}") from None
+            raise ReferenceMismatch(f"{label}: {path.name}: {e}") from None
         if parsed["spec"] != template.spec or not parsed.get("model_id"):
-            raise VerificationError(f"{label}: {path.name} metadata does not match the spec / lacks a model id")
+            raise ReferenceMismatch(f"{label}: {path.name} metadata does not match the spec / lacks a model id")
         # fp32: the weights read back bit-identical to the reference's (checked above), so the fp32
         # program is the reference; nothing to emulate (and CoreML itself cannot run here).
         if template.precision != "fp32":

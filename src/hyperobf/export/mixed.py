@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..train.checkpoint import Loaded
 from .issue import MANIFEST, IssueReport, issue_users
-from .verify import ExportError
+from .errors import ExportError
 
 
 def assign_structures(n_users: int, k: int) -> list[int]:

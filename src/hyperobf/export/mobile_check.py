@@ -40,3 +40,18 @@ def mobile_usability(onnx_bytes: bytes) -> dict:
                        "nodes": info.num_nodes, "partitions": info.num_partitions,
                        "unsupported_ops": sorted(info.unsupported_ops)}
     return out
+
+
+def verify_onnx_template(template, shape: str) -> dict:  # noqa: ANN001 - an OnnxTemplate
+    """The ONNX row's once-per-export check: onnx.checker (full) on the template and onnxruntime's
+    mobile usability checker, whose verdict must be positive for the fixed-shape variant."""
+    import onnx
+
+    from .errors import ReferenceMismatch
+
+    onnx.checker.check_model(onnx.load_from_string(template.template_bytes), full_check=True)
+    usability = mobile_usability(template.template_bytes)
+    if shape == "fixed" and not usability["verdict"]:
+        raise ReferenceMismatch(f"onnx {template.precision}: onnxruntime's mobile usability checker rejects the "
+                                f"fixed-shape model ({usability})")
+    return {"opset": template.opset, "mobile_usability": usability}

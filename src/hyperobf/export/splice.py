@@ -4,8 +4,12 @@ A template is built once per (spec, format, precision, shape) with random *senti
 in every per-user tensor; each sentinel's bytes are then located in the serialized file
 (they must occur exactly once). Rendering a user = copy the template and overwrite those
 regions — for N users at once as an (N, file length) uint8 array, no per-user serializer.
-Every template checks itself against its format's own serializer before use
-(``assert_same``), so an offset assumption that does not hold fails loudly, never silently.
+Every template is checked against its format's own serializer before use (the format
+table's checker, run by :func:`hyperobf.export.registry.make_template`), so an offset
+assumption that does not hold fails loudly, never silently.
+
+:class:`SplicedTemplate` is what the ONNX, ORT and CoreML templates share: the retry over
+sentinel seeds, ``encode`` and the render methods; a format adds only how it builds its files.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..spec import MaskNetSpec
+from .precision import Slot, encode, slots
+
 MODEL_ID_LEN = 24  # secrets_z.new_model_id(): 12 random bytes as hex
+SINGLE_FILE = ""  # the files key of a single-file format's only file (a package's keys are relative paths)
 
 
 @dataclass(frozen=True)
@@ -126,3 +134,68 @@ def assert_same(rendered: bytes, reference: bytes, what: str) -> None:
     """Self-check of a template: splicing must reproduce the format's own serialization."""
     if rendered != reference:
         raise RuntimeError(f"{what}: spliced bytes differ from the serializer's output (template layout changed)")
+
+
+class SplicedTemplate:
+    """Base of the per-format templates: ``files`` {relative path: ByteTemplate} built from sentinels.
+
+    A subclass sets ``format`` (its row in the format table), ``title`` and ``seeds`` (sentinel
+    seeds tried in turn: a sentinel colliding with other bytes is astronomically rare; retry
+    anyway) and implements :meth:`_build`. ``seed`` is the one that worked; checkers use the
+    next one for values the template has not seen.
+    """
+
+    format = ""
+    title = ""
+    seeds: range = range(0, 8, 2)
+
+    def __init__(self, spec: MaskNetSpec, shape: str, metadata: dict[str, str], precision: str = "fp32") -> None:
+        self.spec, self.shape, self.precision = spec, shape, precision
+        self.slots: list[Slot] = slots(spec, precision)
+        self.metadata = dict(metadata)
+        self.files: dict[str, ByteTemplate] = {}
+        last: Exception | None = None
+        for seed in self.seeds:
+            try:
+                self._build(seed)
+                self.seed = seed
+                return
+            except LookupError as e:
+                last = e
+        raise RuntimeError(f"cannot build the {precision} {self.title} template: {last}")
+
+    def _build(self, seed: int) -> None:
+        """Serialize the format with sentinels of ``seed`` and locate them: fills :attr:`files`."""
+        raise NotImplementedError
+
+    def sentinel_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """What the sentinels are drawn as: the stored tensors themselves (CoreML: float32 params)."""
+        return {s.name: (s.shape, s.dtype) for s in self.slots}
+
+    # --- per user ------------------------------------------------------------------
+    def encode(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{param: (n, *shape) float32} -> {slot: (n, ...)} stored tensors of this precision."""
+        return encode(self.spec, self.precision, params)
+
+    def render_files(self, params: dict[str, np.ndarray], model_id: str) -> dict[str, bytes]:
+        """One user's files {relative path: bytes}; params {name: float32 array of spec shape}.
+        Model ids of another length than the template's take the format's serializer."""
+        stored = {k: v[0] for k, v in self.encode({k: np.asarray(v)[None] for k, v in params.items()}).items()}
+        if len(model_id) != MODEL_ID_LEN or not model_id.isascii():
+            return self._serialize_files(stored, model_id)
+        raw = {k: np.ascontiguousarray(v).tobytes() for k, v in stored.items()}
+        return {rel: t.render(raw, model_id) for rel, t in self.files.items()}
+
+    def render(self, params: dict[str, np.ndarray], model_id: str) -> bytes:
+        """One user's file (single-file formats)."""
+        return self.render_files(params, model_id)[SINGLE_FILE]
+
+    def _serialize_files(self, stored: dict[str, np.ndarray], model_id: str) -> dict[str, bytes]:
+        """The slow path for odd model ids; a format without one refuses them."""
+        raise ValueError(f"model ids must be {MODEL_ID_LEN} characters")
+
+    def render_batch(self, stored: dict[str, np.ndarray], model_ids: list[str],
+                     out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """{relative path: (n, file bytes) uint8} for n users' encoded tensors (see :meth:`encode`);
+        ``out``: buffers from an earlier call to reuse."""
+        return {rel: t.render_batch(stored, model_ids, (out or {}).get(rel)) for rel, t in self.files.items()}

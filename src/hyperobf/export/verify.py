@@ -11,26 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..model_meta import INPUT_NAME
 from ..spec import MaskNetSpec
+from .errors import ExportRefused, ReferenceMismatch
 
 FP32_TOL = 1e-5
 DELTA_TOL = 0.05
-
-
-class ExportError(ValueError):
-    """An export that cannot be done as asked (one-line reason; nothing is written)."""
-
-
-class VerificationError(ExportError):
-    """A written model does not reproduce the torch reference."""
-
-
-class ExportRefused(ExportError):
-    """A reduced-precision variant changes δ by more than DELTA_TOL."""
 
 
 @dataclass
@@ -73,36 +63,17 @@ def make_inputs(spec: MaskNetSpec, shape: str, faces_dir: str | Path | None = No
 
 def torch_reference(spec: MaskNetSpec, params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """fp32 torch MaskNets of k users on the same images: x (B,3,H,W) -> (protected, δ), each (k,B,3,H,W)."""
-    import torch
+    from ..models.masknet import outputs_from_numpy
 
-    from ..models.masknet import MaskNet
-
-    net = MaskNet(spec).eval()
-    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    outs, deltas = [], []
-    with torch.no_grad():
-        # One plain net per user: faster than one grouped-conv pass for a few users on a busy CPU.
-        for i in range(len(next(iter(params.values())))):
-            net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v[i], np.float32)) for k, v in params.items()})
-            d = net.delta(xt)
-            outs.append((xt + d).clamp(0.0, 1.0).numpy())
-            deltas.append(d.numpy())
-    return np.stack(outs), np.stack(deltas)
+    return outputs_from_numpy(spec, params, x)
 
 
-def ort_session(data: bytes, basic: bool = False):
-    """An onnxruntime CPU session on model bytes (ONNX or ORT format); ``basic``: basic optimisations only."""
-    import onnxruntime as ort
+def ort_session(data: bytes, basic: bool = False):  # noqa: ANN201 - an onnxruntime.InferenceSession
+    """An onnxruntime CPU session on model bytes (ONNX or ORT format); ``basic``: basic optimisations only.
+    One thread, no spin-waiting: verification runs beside generation and the writer threads."""
+    from ..device_runtime.session import SessionConfig, make_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # One thread, no spin-waiting: verification runs beside generation and the writer threads.
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if basic:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    return make_session(data, SessionConfig(threads=1, optimization="basic" if basic else "all", spinning=False))
 
 
 def ort_outputs(data_or_session, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +173,7 @@ class Tally:
     def check(self, label: str, user: str) -> None:
         """fp32 must match torch within FP32_TOL; every precision must keep δ within DELTA_TOL."""
         if self.precision == "fp32" and self.max_abs_diff > FP32_TOL:
-            raise VerificationError(f"{label}: {user} differs from torch by {self.max_abs_diff:.3g} (> {FP32_TOL:g})")
+            raise ReferenceMismatch(f"{label}: {user} differs from torch by {self.max_abs_diff:.3g} (> {FP32_TOL:g})")
         if self.delta_ratio > DELTA_TOL:
             raise ExportRefused(f"{label}: δ changes by {self.delta_ratio:.1%} vs fp32 for {user} "
                                 f"(> {DELTA_TOL:.0%}); refusing to emit this variant")
@@ -215,20 +186,17 @@ class Tally:
         return out
 
 
-def verify_onnxruntime(template, paths: list[Path], params: dict[str, np.ndarray], inputs: VerifyInputs,
-                       label: str, refs: Refs | None = None) -> dict:
-    """ONNX / ORT files: structure check (onnx.checker full for .onnx), then onnxruntime vs torch.
-
-    params: the users' generated fp32 weights {name: (k, *shape)}, in the order of ``paths``.
-    """
+def _verify_with_onnxruntime(template, paths: list[Path], params: dict[str, np.ndarray], inputs: VerifyInputs,
+                             label: str, refs: Refs | None, file_check: Callable[[bytes], None] | None,
+                             checker: str) -> dict:
+    """Run every file in onnxruntime against the torch reference (after ``file_check`` of its bytes);
+    ``checker`` names the structure check in the report."""
     tally = Tally(template.precision)
     refs = refs if refs is not None else reference(template.spec, params, inputs)
     for i, path in enumerate(paths):
         data = path.read_bytes()
-        if template.format == "onnx":
-            import onnx
-
-            onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+        if file_check is not None:
+            file_check(data)
         sess = ort_session(data)
         for name, x in inputs.groups.items():
             out, delta = ort_outputs(sess, x)
@@ -236,5 +204,24 @@ def verify_onnxruntime(template, paths: list[Path], params: dict[str, np.ndarray
         tally.add_reference(refs, i)
         tally.users += 1
         tally.check(label, path.name)
-    return {**tally.row(), "checker": "onnx.checker full_check" if template.format == "onnx" else "ORT flatbuffer load",
-            "runtime": "onnxruntime CPU", "faces": inputs.faces_source}
+    return {**tally.row(), "checker": checker, "runtime": "onnxruntime CPU", "faces": inputs.faces_source}
+
+
+def _onnx_checker(data: bytes) -> None:
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+
+
+def verify_onnx_files(template, paths: list[Path], params: dict[str, np.ndarray], inputs: VerifyInputs,
+                      label: str, refs: Refs | None = None) -> dict:
+    """.onnx files: onnx.checker (full), then onnxruntime vs torch.
+    params: the users' generated fp32 weights {name: (k, *shape)}, in the order of ``paths``."""
+    return _verify_with_onnxruntime(template, paths, params, inputs, label, refs, _onnx_checker,
+                                    "onnx.checker full_check")
+
+
+def verify_ort_files(template, paths: list[Path], params: dict[str, np.ndarray], inputs: VerifyInputs,
+                     label: str, refs: Refs | None = None) -> dict:
+    """.ort files: loading the flatbuffer is the structure check, then onnxruntime vs torch."""
+    return _verify_with_onnxruntime(template, paths, params, inputs, label, refs, None, "ORT flatbuffer load")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .verify import ExportError
+from .errors import ExportError
 
 _os_write = os.write  # module-level so tests can simulate a full disk (ENOSPC)
 READ_BACK = True  # read every file back through its descriptor and compare (the per-file integrity check)

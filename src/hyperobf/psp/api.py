@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..export.formats import SHAPES
+from ..model_formats import SHAPES
 from ..protection import status_line
 from .config import PSPConfig
 from .crypto import SecretBox

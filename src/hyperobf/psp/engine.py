@@ -1,6 +1,6 @@
 """The generation engine: a loaded HyperNet checkpoint -> batched MaskNet weights,
-probe fingerprints, and per-user model files in the formats of the exporter's format table
-(export.formats / export.registry: ONNX, ORT, CoreML; fp32 / fp16 / int8 as each row allows).
+probe fingerprints, and per-user model files in the formats of the format table
+(model_formats, run by export.registry: ONNX, ORT, CoreML; fp32 / fp16 / int8 as each row allows).
 
 One engine per process; the batcher thread is its only caller, so it needs no locks.
 Torch work (generation, probe δ) runs on ``device`` (CUDA when present and asked for).
@@ -9,7 +9,6 @@ Torch work (generation, probe δ) runs on ``device`` (CUDA when present and aske
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 import zipfile
@@ -19,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import model_formats as format_table
 from ..devices import pick_device
-from ..export import formats as format_table
-from ..export.issue import generate_users
-from ..model_meta import PREFIX, build_metadata
+from ..model_meta import build_metadata
 from ..train.checkpoint import Loaded, load_checkpoint
+from ..train.sources import generate_users
 from .fingerprint import Fingerprinter
 
 log = logging.getLogger("hyperobf.psp")
@@ -157,8 +156,7 @@ class GenerationEngine:
             self.check_variant(variant)
             meta = build_metadata(self.spec, "", self.hypernet_sha256, method=self.method, shape=variant.shape,
                                   precision=variant.precision, created=self.created,
-                                  protection=self.protection)
-            meta[PREFIX + "format"] = json.dumps(variant.format)
+                                  protection=self.protection, model_format=variant.format)
             t = time.perf_counter()
             try:
                 self._renderers[variant] = Renderer(self.spec, variant, meta)

@@ -1,11 +1,15 @@
 """Where MaskNets come from: the HyperNet or a baseline (thesis §5.2.4), behind one interface.
 
 A source yields *batched* MaskNet weights ``{name: (n, *shape)}`` for training (``sample``)
-and for issuing to users (``issue``), so training, export and evaluation share one path.
+and for issuing to users (``issue``), so training, export and evaluation share one path;
+:func:`generate_users` is that path for a loaded checkpoint (the exporter and the PSP).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,6 +17,9 @@ from ..models.hypernet import HyperNet, HyperNetConfig
 from ..models.masknet import MaskNet, stack
 from ..spec import MaskNetSpec
 from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .checkpoint import Loaded
 
 
 class HyperNetSource(nn.Module):
@@ -80,4 +87,16 @@ def build_source(spec: MaskNetSpec, cfg: TrainConfig) -> nn.Module:
     return build_baseline(spec, cfg)
 
 
-__all__ = ["HyperNetSource", "StaticSource", "build_source", "stack"]
+@torch.no_grad()
+def generate_users(loaded: "Loaded", z: np.ndarray, chunk: int = 4096) -> dict[str, np.ndarray]:
+    """Batched weights for users with latents z (n, z_dim): {name: (n, *shape)} float32 numpy."""
+    src = loaded.source
+    out: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(z), chunk):
+        params = src.issue(torch.from_numpy(np.ascontiguousarray(z[i:i + chunk])))
+        for k, v in params.items():
+            out.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in out.items()}
+
+
+__all__ = ["HyperNetSource", "StaticSource", "build_source", "generate_users", "stack"]
