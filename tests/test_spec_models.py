@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-from hyperobf.models.hypernet import HyperNet, conv_param_variance
+from hyperobf.models.hypernet import HyperNet, param_variance
 from hyperobf.models.masknet import MaskNet, apply_batched, delta_batched, unbatch
 from hyperobf.spec import BUILTIN, LayerSpec, MaskNetSpec, builtin_spec
 
@@ -99,4 +99,4 @@ def test_two_users_nets_differ():
     d = apply_batched(spec, params, x.expand(2, 1, 3, 32, 32).contiguous())
     assert not torch.equal(params["conv1.weight"][0], params["conv1.weight"][1])
     assert (d[0] - d[1]).abs().max() > 1e-4
-    assert conv_param_variance(params) > 0
+    assert param_variance(params) > 0

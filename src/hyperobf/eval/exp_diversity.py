@@ -6,7 +6,8 @@ import torch
 
 from . import plots
 from .fr import Job, to_u8
-from .stats import delta_histogram_kl, delta_pair_distance, param_variance, summary
+from ..models.hypernet import param_variance
+from .stats import delta_histogram_kl, delta_pair_distance, summary
 
 
 def _measure(ctx, loaded, label: dict) -> dict:
@@ -26,7 +27,7 @@ def _measure(ctx, loaded, label: dict) -> dict:
     inverted = ctx.attack([Job(u, to_u8(ctx.restore(inv, p))) for u, p in enumerate(prot)])
     orig = torch.cat([t.train for t in users])
     row = {**label, "kl_delta_hist": delta_histogram_kl(deltas, loaded.spec.rho_pixel),
-           "delta_pair_distance": delta_pair_distance(deltas), "param_var": param_variance(params),
+           "delta_pair_distance": delta_pair_distance(deltas), "param_var": float(param_variance(params)),
            "quality": ctx.quality(orig, torch.cat(prot))}
     for a in ctx.attacker_names():
         row[f"no attack · {a}"] = summary([r.get(a) for r in no_attack])

@@ -18,11 +18,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from ..train.data import IMAGE_SUFFIXES, FaceSet
+from ..train.data import IMAGE_SUFFIXES, FaceSet, load_files
 
 
 @dataclass
@@ -54,20 +52,6 @@ def list_identities(root: Path) -> dict[str, list[str]]:
     if not out:
         raise ValueError(f"no <identity>/<image> files under {root}")
     return out
-
-
-def load_files(paths: list[Path], size: int = 112) -> torch.Tensor:
-    """Images -> (N, 3, size, size) uint8 (RGB; resized bilinearly when not size²)."""
-    arrs = []
-    for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arrs.append(np.asarray(im))
-    if not arrs:
-        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
 
 
 def make_split(faces_root: str | Path, scale, seed: int, psp_source: str = "glint24",

@@ -1,4 +1,5 @@
-"""Small statistics helpers: summaries with mean ± sd, diversity measures between MaskNets."""
+"""Small statistics helpers: summaries with mean ± sd, diversity measures between MaskNets' δ
+(their parameter variance is :func:`hyperobf.models.hypernet.param_variance`)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,3 @@ def delta_pair_distance(deltas: torch.Tensor) -> dict:
     vals = [float((flat[i] - flat[j]).pow(2).mean().sqrt() / rms) for i, j in itertools.combinations(range(n), 2)]
     return summary(vals)
 
-
-@torch.no_grad()
-def param_variance(params: dict[str, torch.Tensor]) -> float:
-    """Across-net variance of conv weights (the Var of the diversity loss J2 = exp(−Var))."""
-    flat = torch.cat([v.flatten(1) for k, v in params.items() if k.endswith(".weight")], dim=1)
-    return float(flat.var(dim=0, unbiased=False).mean())

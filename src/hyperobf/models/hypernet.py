@@ -84,7 +84,8 @@ class HyperNet(nn.Module):
         return asdict(self.cfg)
 
 
-def conv_param_variance(params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean over parameters of the across-net variance (thesis Eq. 4.2's Var)."""
+def param_variance(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over conv weights of their variance across the n nets (thesis Eq. 4.2's Var, the diversity
+    loss J2 = exp(−Var)): params {name: (n, ...)} -> scalar tensor (differentiable)."""
     flat = torch.cat([v.flatten(1) for k, v in params.items() if k.endswith(".weight")], dim=1)  # (n, P)
     return flat.var(dim=0, unbiased=False).mean()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from ..toml_config import check_keys, read_table
 
 DAY = 86400.0
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
@@ -78,19 +79,12 @@ class PSPConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PSPConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown serve config keys: {', '.join(sorted(unknown))}")
+        check_keys(cls, data, "serve config")
         return cls(**data)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "PSPConfig":
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        data = dict(data.get("serve", data))
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        return cls.from_dict(read_table(path, "serve", overrides))
 
     def with_(self, **changes) -> "PSPConfig":
         return replace(self, **changes)

@@ -19,9 +19,8 @@ import hashlib
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..models.masknet import cat_groups
+from ..models.masknet import grouped_pre_tanh
 from ..spec import MaskNetSpec
 
 PROBE_SEED = 0x5EED_0B5F
@@ -62,28 +61,15 @@ class Fingerprinter:
     def probe_delta(self, spec: MaskNetSpec, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """δ / ρ_pixel of n nets on the probe batch, flattened: (n, D).
 
-        Same arithmetic as models.masknet.delta_batched (n nets as n conv groups), but in
-        channels-last layout, which runs this grouped conv ~25 % faster on CPU; it is the
-        dominant cost of issuing a net there.
+        models.masknet's grouped-conv evaluation (n nets as n conv groups), in channels-last
+        layout, which runs this grouped conv ~25 % faster on CPU; it is the dominant cost of
+        issuing a net there.
         """
         n = next(iter(params.values())).shape[0]
         b, c, hgt, wid = self.probe.shape
-        cl = torch.channels_last
-        h = self.probe.repeat(1, n, 1, 1).contiguous(memory_format=cl)  # (b, n*3, S, S): net i's copy in group i
-        kept: dict[str, torch.Tensor] = {}  # skip sources' outputs (b, n*out_ch, s, s)
-        for layer in spec.layers:
-            if layer.upsample > 1:
-                h = F.interpolate(h, scale_factor=layer.upsample, mode="nearest")
-            if layer.concat:  # per group [input_i, skip_i], as one net's weights expect
-                h = cat_groups(h, kept[layer.concat], n).contiguous(memory_format=cl)
-            w = params[f"{layer.name}.weight"].to(self.device, torch.float32)
-            w = w.reshape(n * layer.out_ch, layer.in_ch, layer.kernel, layer.kernel).contiguous(memory_format=cl)
-            bias = params[f"{layer.name}.bias"].to(self.device, torch.float32).reshape(n * layer.out_ch)
-            h = F.conv2d(h, w, bias, layer.stride, layer.padding, groups=n)
-            if layer.act == "relu":
-                h = F.relu(h, inplace=True)  # (b, n*out_ch, S, S): large, memory-bound
-            if layer.name in spec.skip_sources:
-                kept[layer.name] = h
+        h = self.probe.repeat(1, n, 1, 1).contiguous(memory_format=torch.channels_last)  # net i's copy in group i
+        weights = {k: v.to(self.device, torch.float32) for k, v in params.items()}
+        h = grouped_pre_tanh(spec, weights, h, n, channels_last=True)  # (b, n*3, S, S)
         delta = torch.tanh(h).reshape(b, n, c, hgt, wid).transpose(0, 1)  # (n, b, 3, S, S), δ / ρ_pixel
         return delta.reshape(n, -1)
 

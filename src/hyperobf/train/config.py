@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..toml_config import check_keys, read_table
 
 OBJECTIVE_ALIASES = {"classifier": "adversarial"}  # the adversarial objective's name before issue 13
 
@@ -92,18 +92,11 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        data = data.get("train", data)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        return cls.from_dict(read_table(path, "train", overrides))
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        check_keys(cls, data)
         cfg = cls(**data)
         for name in ("jpeg_quality", "resize_range"):
             setattr(cfg, name, tuple(getattr(cfg, name)))

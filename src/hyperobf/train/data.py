@@ -32,6 +32,20 @@ class FaceSet:
         return FaceSet(self.images[idx], self.labels[idx], self.classes)
 
 
+def load_files(paths: list[Path], size: int = 112) -> torch.Tensor:
+    """The one image loader: files -> (N, 3, size, size) uint8 (RGB; resized bilinearly when not size²)."""
+    arrs = []
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            arrs.append(np.asarray(im))
+    if not arrs:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+
+
 def load_image_folder(
     root: str | Path, size: int = 112, max_identities: int = 0, max_per_identity: int = 0,
     identities: list[str] | None = None,
@@ -46,26 +60,19 @@ def load_image_folder(
         dirs = [d for d in dirs if d.name in wanted]
     if max_identities:
         dirs = dirs[:max_identities]
-    imgs, labels, classes = [], [], []
+    paths, labels, classes = [], [], []
     for d in dirs:
         files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if max_per_identity:
             files = files[:max_per_identity]
         if not files:
             continue
-        label = len(classes)
+        paths += files
+        labels += [len(classes)] * len(files)
         classes.append(d.name)
-        for f in files:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.BILINEAR)
-                imgs.append(np.asarray(im))
-            labels.append(label)
-    if not imgs:
+    if not paths:
         raise ValueError(f"no images found under {root} (expected <root>/<identity>/<image>)")
-    arr = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
-    return FaceSet(arr, torch.tensor(labels, dtype=torch.int64), classes)
+    return FaceSet(load_files(paths, size), torch.tensor(labels, dtype=torch.int64), classes)
 
 
 def synthetic_faces(n_identities: int = 6, per_identity: int = 12, size: int = 112, seed: int = 0) -> FaceSet:

@@ -15,11 +15,9 @@ import itertools
 
 import torch
 
+from ..models.hypernet import param_variance
 
-def param_variance(params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean over conv weights of their variance across the n nets: params {name: (n, ...)} -> scalar."""
-    flat = torch.cat([v.flatten(1) for k, v in params.items() if k.endswith(".weight")], dim=1)  # (n, P)
-    return flat.var(dim=0, unbiased=False).mean()
+__all__ = ["kl_diversity", "kl_matrix", "param_variance"]
 
 
 def _layers(params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
