@@ -54,9 +54,9 @@ class OnnxEmbedder:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"face embedder not found: {path}")
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
+        from ..device_runtime.session import SessionConfig, session_options
+
+        so = session_options(SessionConfig(threads=threads))
         self.session = ort.InferenceSession(batched_onnx_bytes(path), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.name, self.batch = name, batch

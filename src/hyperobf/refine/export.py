@@ -118,9 +118,9 @@ def check_parity(embedder: nn.Module, step_bytes: bytes, embed_bytes: bytes, x: 
     """Run both sides on faces x (N, 3, S, S) in [0, 1] with starts δ₀ (N, 3, S, S), one face at a time."""
     import onnxruntime as ort
 
+    from ..device_runtime.session import SessionConfig, session_options
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.log_severity_level = threads, 3
+    so = session_options(SessionConfig(threads=threads))
     s_step = ort.InferenceSession(step_bytes, so, providers=["CPUExecutionProvider"])
     s_emb = ort.InferenceSession(embed_bytes, so, providers=["CPUExecutionProvider"])
     fn = _step_fn(embedder)
