@@ -8,7 +8,7 @@ import torch
 
 from hyperobf.models.masknet import _act, _pre, delta_batched
 from hyperobf.spec import builtin_spec
-from hyperobf.train.baselines import build_baseline
+from hyperobf.train.sources import build_source
 from hyperobf.train.config import TrainConfig
 
 
@@ -30,7 +30,7 @@ def _masked_delta(src, masks: list[torch.Tensor], i: int, x: torch.Tensor) -> to
 def test_baked_masks_equal_masked_activations(name):
     spec = builtin_spec(name, 0.05)
     torch.manual_seed(0)
-    src = build_baseline(spec, TrainConfig(method="mcdropout", structure=name, dropout=0.3))
+    src = build_source(spec, TrainConfig(method="mcdropout", structure=name, dropout=0.3))
     masks = src.masks(3, torch.Generator().manual_seed(1))
     x = torch.rand(3, 2, 3, 32, 32)
     with torch.no_grad():

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from typing import Callable
 
 # Format 1: plain chains (A, B, C, D, tiny). Format 2: some layer has a skip input (``concat``).
 # A spec is written in the lowest format that expresses it, so every format-1 spec's JSON (and the
@@ -234,28 +235,25 @@ def _unet(name: str, rho_pixel: float, c1: int, c2: int, c3: int, d2: int, d1: i
     )
 
 
+# The builtin structures: name -> spec at a given ρ_pixel. Adding a structure is one entry here.
+STRUCTURES: dict[str, Callable[[float], MaskNetSpec]] = {
+    "A": lambda rho: _thesis_structure("A", 16, 32, 256, rho),  # thesis §5.4.3
+    "B": lambda rho: _thesis_structure("B", 16, 32, 128, rho),
+    "C": lambda rho: _thesis_structure("C", 32, 32, 256, rho),
+    "D": lambda rho: _encoder_decoder("D", rho),
+    "U": lambda rho: _unet("U", rho, c1=16, c2=64, c3=128, d2=32, d1=16),  # ~0.94 GFLOP per 112² face
+    "U-small": lambda rho: _unet("U-small", rho, c1=16, c2=32, c3=64, d2=32, d1=16),  # ~0.47 GFLOP
+    "tiny": lambda rho: _thesis_structure("tiny", 4, 8, 16, rho),  # tests / CI
+}
+BUILTIN = tuple(STRUCTURES)
+
+
 def builtin_spec(name: str, rho_pixel: float = 0.03) -> MaskNetSpec:
-    """Named structures: A, B, C (thesis §5.4.3), D (encoder-decoder), U and U-small (encoder-decoder
-    with skip connections, ~0.94 / ~0.47 GFLOP per 112² face), tiny (tests/CI)."""
-    key = name.upper()
-    if key == "A":
-        return _thesis_structure("A", 16, 32, 256, rho_pixel)
-    if key == "B":
-        return _thesis_structure("B", 16, 32, 128, rho_pixel)
-    if key == "C":
-        return _thesis_structure("C", 32, 32, 256, rho_pixel)
-    if key == "D":
-        return _encoder_decoder("D", rho_pixel)
-    if key == "U":
-        return _unet("U", rho_pixel, c1=16, c2=64, c3=128, d2=32, d1=16)
-    if key == "U-SMALL":
-        return _unet("U-small", rho_pixel, c1=16, c2=32, c3=64, d2=32, d1=16)
-    if key == "TINY":
-        return _thesis_structure("tiny", 4, 8, 16, rho_pixel)
-    raise ValueError(f"unknown MaskNet structure {name!r}; choose one of {', '.join(BUILTIN)}")
-
-
-BUILTIN = ("A", "B", "C", "D", "U", "U-small", "tiny")
+    """A named structure from :data:`STRUCTURES` (names are case-insensitive)."""
+    key = {k.upper(): k for k in STRUCTURES}.get(name.upper())
+    if key is None:
+        raise ValueError(f"unknown MaskNet structure {name!r}; choose one of {', '.join(BUILTIN)}")
+    return STRUCTURES[key](rho_pixel)
 
 
 # --- cost ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,7 +21,9 @@ from torch import nn
 
 from ..models.masknet import MaskNet
 from ..spec import MaskNetSpec
-from .config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: config imports the registries to validate names
+    from .config import TrainConfig
 
 
 def z_digest(z_row: torch.Tensor) -> int:
@@ -150,10 +153,3 @@ class MCDropoutSource(nn.Module):
     def z_dim(self) -> int:
         return self._z_dim
 
-
-def build_baseline(spec: MaskNetSpec, cfg: TrainConfig) -> nn.Module:
-    if cfg.method == "ensemble":
-        return EnsembleSource(spec, cfg)
-    if cfg.method == "mcdropout":
-        return MCDropoutSource(spec, cfg)
-    raise ValueError(f"unknown baseline {cfg.method!r}")

@@ -104,9 +104,11 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        if self.method not in ("hypernet", "static", "ensemble", "mcdropout"):
+        from .objectives import OBJECTIVES  # the registries (heavy: torch; imported when validating)
+        from .sources import SOURCES
+
+        if self.method not in SOURCES:
             raise ValueError(f"unknown method {self.method!r}")
-        from .objectives import OBJECTIVES  # the registry (it imports this module: import here)
 
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")

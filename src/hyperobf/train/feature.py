@@ -25,12 +25,15 @@ Lower J1 = better protection for both. Φ is any ONNX face embedder, converted b
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: config imports the registries to validate names
+    from .config import TrainConfig
 
 
 class Embedder(nn.Module):

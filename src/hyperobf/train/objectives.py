@@ -15,13 +15,15 @@ Adding an objective is one entry in :data:`OBJECTIVES`.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: config imports the registries to validate names
+    from .config import TrainConfig
 
 
 class SurrogateClassifier(nn.Module):

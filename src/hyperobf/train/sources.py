@@ -7,7 +7,7 @@ and for issuing to users (``issue``), so training, export and evaluation share o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -16,10 +16,11 @@ from torch import nn
 from ..models.hypernet import HyperNet, HyperNetConfig
 from ..models.masknet import MaskNet, stack
 from ..spec import MaskNetSpec
-from .config import TrainConfig
+from .baselines import EnsembleSource, MCDropoutSource
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: config imports SOURCES to validate the method
     from .checkpoint import Loaded
+    from .config import TrainConfig
 
 
 class HyperNetSource(nn.Module):
@@ -77,14 +78,19 @@ class StaticSource(nn.Module):
     z_dim = 1
 
 
-def build_source(spec: MaskNetSpec, cfg: TrainConfig) -> nn.Module:
-    if cfg.method == "hypernet":
-        return HyperNetSource(spec, cfg)
-    if cfg.method == "static":
-        return StaticSource(spec, cfg)
-    from .baselines import build_baseline  # ensemble, mcdropout
+# method -> source class (thesis §5.2.4's baselines beside the HyperNet). Adding a method is one entry.
+SOURCES: dict[str, Callable[[MaskNetSpec, "TrainConfig"], nn.Module]] = {
+    "hypernet": HyperNetSource,
+    "static": StaticSource,
+    "ensemble": EnsembleSource,
+    "mcdropout": MCDropoutSource,
+}
 
-    return build_baseline(spec, cfg)
+
+def build_source(spec: MaskNetSpec, cfg: "TrainConfig") -> nn.Module:
+    if cfg.method not in SOURCES:
+        raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(SOURCES)}")
+    return SOURCES[cfg.method](spec, cfg)
 
 
 @torch.no_grad()
@@ -99,4 +105,4 @@ def generate_users(loaded: "Loaded", z: np.ndarray, chunk: int = 4096) -> dict[s
     return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in out.items()}
 
 
-__all__ = ["HyperNetSource", "StaticSource", "build_source", "generate_users", "stack"]
+__all__ = ["SOURCES", "HyperNetSource", "StaticSource", "build_source", "generate_users", "stack"]
