@@ -49,7 +49,7 @@ def export(
     if overwrite and len(checkpoint) > 1:
         fail("--overwrite is not supported with several checkpoints; use a new folder")
     from ..export.issue import issue_users
-    from ..export.mixed import issue_mixed
+    from ..export.multi_structure import issue_structures
     from ..train.checkpoint import load_checkpoint
 
     with errors_as_one_line(ValueError, OSError, RuntimeError, AssertionError):
@@ -62,7 +62,7 @@ def export(
                 reports = {"": issue_users(loaded[0], users, out, seeds_file=seeds_file, overwrite=overwrite,
                                            progress=lambda done, total: bar.update(task, completed=done), **kw)}
         else:
-            reports = issue_mixed(loaded, users, out, seeds_file=seeds_file, **kw)
+            reports = issue_structures(loaded, users, out, seeds_file=seeds_file, **kw)
     for name, report in reports.items():
         if name:
             print(f"structure {name}: {report.n_users} users")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .detect import FaceDetector
-from .files import (DEFAULT_MAX_PIXELS, FORMATS, InputError, OutputExists, collect_inputs, is_protected_name,
-                    open_image, output_path, save_atomic)
-from .meta import save_params
+from .files import (DEFAULT_MAX_PIXELS, IMAGE_FORMATS, InputError, OutputExists, collect_inputs,
+                    is_protected_name, open_image, output_path, save_atomic)
+from .exif import save_params
 from .model import MaskNetModel
 from .pixels import to_rgb
 from .protect import ProtectOptions, protect_rgb
@@ -55,7 +55,7 @@ class WriteOptions:
     overwrite: bool = False  # replace existing outputs (atomic rename); inputs are still never written
 
     def __post_init__(self) -> None:
-        if self.fmt is not None and self.fmt.lower() not in FORMATS:
+        if self.fmt is not None and self.fmt.lower() not in IMAGE_FORMATS:
             raise ValueError(f"unknown output format {self.fmt!r}; choose png, jpg or webp")
         if not 1 <= self.quality <= 100:
             raise ValueError("quality must be within 1..100")
@@ -79,7 +79,7 @@ def protect_file(src: Path, dst: Path, model: MaskNetModel, detector: FaceDetect
         if res.image is None:
             return FileResult(src, None, SKIPPED, "no face found", res.mode, 0, notes, timings)
         t = time.perf_counter()
-        fmt = FORMATS[dst.suffix.lstrip(".").lower()]
+        fmt = IMAGE_FORMATS[dst.suffix.lstrip(".").lower()]
         params = save_params(fmt, loaded.exif, loaded.info, px.icc_profile, write.keep_metadata)
         save_atomic(res.image, dst, write.quality, overwrite=write.overwrite, **params)
         timings["encode"] = time.perf_counter() - t

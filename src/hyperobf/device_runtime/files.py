@@ -31,7 +31,7 @@ from ..fsmodes import default_file_mode
 
 SUFFIX = "_protected"
 READABLE = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 # Inputs whose own format we do not write: photos -> JPEG, graphics -> PNG.
 FALLBACK_EXT = {".heic": "jpg", ".heif": "jpg", ".avif": "jpg"}
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -99,7 +99,7 @@ def is_protected_name(path: Path) -> bool:
 def output_path(src: Path, out_dir: Path | None, fmt: str | None, root: Path | None = None) -> Path:
     """``<stem>_protected.<ext>`` beside ``src`` or in ``out_dir`` (mirroring sub-folders of ``root``)."""
     ext = (fmt or src.suffix.lstrip(".")).lower()
-    if ext not in FORMATS:
+    if ext not in IMAGE_FORMATS:
         ext = FALLBACK_EXT.get(src.suffix.lower(), "png")  # .bmp/.tif/.gif/... are written as PNG
     folder = src.parent
     if out_dir is not None:
@@ -218,7 +218,7 @@ def save_atomic(img: Image.Image, dst: Path, quality: int = 95, overwrite: bool 
 
     ``overwrite``: an existing ``dst`` is replaced atomically (OutputExists otherwise).
     """
-    fmt = FORMATS[dst.suffix.lstrip(".").lower()]
+    fmt = IMAGE_FORMATS[dst.suffix.lstrip(".").lower()]
     if fmt == "JPEG":
         img = _flatten_alpha(img)
         params.setdefault("quality", quality)

@@ -24,7 +24,7 @@ def assign_structures(n_users: int, k: int) -> list[int]:
     return [secrets.randbelow(k) for _ in range(n_users)]
 
 
-def issue_mixed(loadeds: list[Loaded], n_users: int, out: str | Path, *, user_prefix: str = "user",
+def issue_structures(loadeds: list[Loaded], n_users: int, out: str | Path, *, user_prefix: str = "user",
                 seeds_file: str | Path | None = None, **kw) -> dict[str, IssueReport]:
     """``issue_users`` per HyperNet over a random split of the users; returns {structure: report}."""
     names = [ld.spec.name for ld in loadeds]
