@@ -247,12 +247,27 @@ def test_download_once(psp_engine, tmp_path):  # noqa: ANN001, F811
 
 
 def test_fingerprint_regenerates_from_weights(psp_engine):  # noqa: ANN001, F811
-    """The fingerprint is a function of behaviour: identical weights -> identical fingerprint."""
+    """The fingerprint is a function of behaviour: identical weights -> identical fingerprint; from the
+    weights alone it is regenerated exactly, and it is the projection of the plain MaskNet's δ / ρ on
+    the probe batch (so it changes when the nets behave differently)."""
+    from hyperobf.models.masknet import MaskNet
+
     z = secure_normal(2, psp_engine.z_dim)
     w, fp = psp_engine.generate(np.concatenate([z, z]))
     np.testing.assert_array_equal(fp[:2], fp[2:])
+    fpr = psp_engine.fingerprinter
     params = {k: torch.from_numpy(v[:2]) for k, v in w.items()}
-    assert psp_engine.fingerprinter(psp_engine.spec, params).shape == (2, psp_engine.fingerprinter.dim)
+    again = fpr(psp_engine.spec, params)
+    assert again.shape == (2, fpr.dim)
+    # the same up to float summation order (the grouped conv's kernel depends on how many nets it holds)
+    np.testing.assert_allclose(again, fp[:2], rtol=1e-5, atol=1e-5 * np.abs(fp).max())
+    assert np.abs(fp[0] - fp[1]).max() > 1e-3 * np.abs(fp[0]).max()  # two users, two behaviours
+    spec = psp_engine.spec
+    with torch.no_grad():  # the reference: one ordinary nn.Module per user on the probe images
+        ref = torch.stack([MaskNet.from_numpy(spec, {k: v[i] for k, v in w.items()}).delta(fpr.probe.cpu())
+                           for i in range(2)]) / spec.rho_pixel  # (2, b, 3, S, S)
+    want = (ref.reshape(2, -1) @ fpr.proj.cpu()).numpy()
+    np.testing.assert_allclose(fp[:2], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())  # float sums differ
 
 
 def test_expired_token_and_disabled_account(psp_engine, tmp_path):  # noqa: ANN001, F811
