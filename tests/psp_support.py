@@ -1,4 +1,5 @@
-"""Fixtures and helpers shared by the PSP tests (tests/test_psp_*.py import from here).
+"""Helpers shared by the PSP tests (tests/test_psp_*.py import from here; the fixtures psp_engine
+and db_url are in conftest.py).
 
 Databases: a fresh SQLite file per test, and — when $HYPEROBF_TEST_PG_URL is set (see
 scripts/ci_postgres.sh) — a freshly emptied PostgreSQL schema per test; otherwise the
@@ -48,19 +49,6 @@ def db_url_for(backend: str, tmp_path) -> str:  # noqa: ANN001
     url = pg_url_or_skip()
     reset_pg(url)
     return url
-
-
-@pytest.fixture(scope="session")
-def psp_engine(tiny_checkpoint):  # noqa: ANN001, ANN201
-    """One GenerationEngine over the tiny checkpoint for the whole session (CPU)."""
-    from hyperobf.psp.engine import GenerationEngine
-
-    return GenerationEngine.from_checkpoint(tiny_checkpoint, "cpu")
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path) -> str:  # noqa: ANN001
-    return db_url_for(request.param, tmp_path)
 
 
 def make_service(psp_engine, db_url: str, **cfg_changes):  # noqa: ANN001, ANN201

@@ -15,7 +15,7 @@ from hyperobf.cli import app
 from hyperobf.device_runtime import ProtectOptions, load_model, protect
 from hyperobf.device_runtime import budget as B
 from hyperobf.presets import PRESETS
-from test_runtime_support import astronaut, build_model, highpass_model, models  # noqa: F401
+from runtime_support import astronaut, highpass_model
 
 torch = pytest.importorskip("torch")
 kornia = pytest.importorskip("kornia")
@@ -241,7 +241,7 @@ def test_protect_whole_mode_bounds_the_working_image(tmp_path):
     assert worst[0] <= PRESETS["low"].rho
 
 
-def test_cli_preset_budget_lines_and_errors(tmp_path, models):  # noqa: F811
+def test_cli_preset_budget_lines_and_errors(tmp_path, models):
     photo = tmp_path / "a.png"
     astronaut().resize((200, 200)).save(photo)
     run = CliRunner()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_runtime_support import build_model, env_without_torch, noise_image
+from runtime_support import build_model, env_without_torch, noise_image
+
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from hyperobf.cli import app
 from hyperobf.device_runtime import load_model, protect_files
 from hyperobf.device_runtime.batch import WriteOptions
-from test_runtime_support import models, no_temp_files, noise_image, snapshot  # noqa: F401
+from runtime_support import no_temp_files, noise_image
 
 
 def _photos(root: Path) -> Path:
@@ -35,7 +35,7 @@ def umask():
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
-def test_new_outputs_get_the_mode_plain_open_gives(tmp_path, models, umask, mask):  # noqa: F811
+def test_new_outputs_get_the_mode_plain_open_gives(tmp_path, models, umask, mask):
     src = _photos(tmp_path / "in")
     umask(mask)
     plain = tmp_path / "plain"
@@ -47,7 +47,7 @@ def test_new_outputs_get_the_mode_plain_open_gives(tmp_path, models, umask, mask
         assert stat.S_IMODE(r.dst.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~mask
 
 
-def test_overwrite_replaces_outputs_atomically_and_never_touches_inputs(tmp_path, models, umask):  # noqa: F811
+def test_overwrite_replaces_outputs_atomically_and_never_touches_inputs(tmp_path, models, umask):
     umask(0o022)
     src = _photos(tmp_path / "in")
     old_a, old_b = src / "a_protected.png", src / "sub" / "b_protected.jpg"
@@ -71,7 +71,7 @@ def test_overwrite_replaces_outputs_atomically_and_never_touches_inputs(tmp_path
     assert no_temp_files(src) and no_temp_files(src / "sub")
 
 
-def test_failed_overwrite_keeps_the_old_output(tmp_path, models, monkeypatch):  # noqa: F811
+def test_failed_overwrite_keeps_the_old_output(tmp_path, models, monkeypatch):
     src = tmp_path / "a.png"
     Image.fromarray(noise_image(20, 20)).save(src)
     old = tmp_path / "a_protected.png"
@@ -87,7 +87,7 @@ def test_failed_overwrite_keeps_the_old_output(tmp_path, models, monkeypatch):  
     assert old.read_bytes() == b"previous output" and no_temp_files(tmp_path)
 
 
-def test_overwrite_never_lets_two_inputs_of_one_batch_replace_each_other(tmp_path, models):  # noqa: F811
+def test_overwrite_never_lets_two_inputs_of_one_batch_replace_each_other(tmp_path, models):
     Image.fromarray(noise_image(20, 20, seed=1)).save(tmp_path / "a.png")
     Image.fromarray(noise_image(20, 20, seed=2)).save(tmp_path / "a.webp")
     results = protect_files([tmp_path], load_model(models["dynamic"]),
@@ -96,7 +96,7 @@ def test_overwrite_never_lets_two_inputs_of_one_batch_replace_each_other(tmp_pat
     assert results[1].message == "same output as a.png, not overwritten"
 
 
-def test_per_file_lines_relative_to_the_input_root_on_stdout(tmp_path, models):  # noqa: F811
+def test_per_file_lines_relative_to_the_input_root_on_stdout(tmp_path, models):
     src = _photos(tmp_path / "in")
     (src / "sub" / "bad.jpg").write_bytes(b"not a jpeg")
     Image.fromarray(noise_image(8, 8)).convert("P").save(src / "sub" / "anim.gif", save_all=True,
@@ -117,7 +117,7 @@ def test_per_file_lines_relative_to_the_input_root_on_stdout(tmp_path, models): 
     assert (out / "sub" / "b_protected.jpg").is_file()
 
 
-def test_unknown_provider_is_refused_with_the_available_ones(tmp_path, models):  # noqa: F811
+def test_unknown_provider_is_refused_with_the_available_ones(tmp_path, models):
     Image.fromarray(noise_image(8, 8)).save(tmp_path / "a.png")
     r = CliRunner().invoke(app, ["protect", str(tmp_path / "a.png"), "-m", str(models["dynamic"]), "--provider", "foo"])
     assert r.exit_code == 1

@@ -11,11 +11,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from psp_support import client_for, db_url, extra_client, make_service, new_account, psp_engine  # noqa: F401
+from psp_support import client_for, extra_client, make_service, new_account
 
 
 @pytest.fixture
-def service(psp_engine, db_url):  # noqa: ANN001, ANN201, F811
+def service(psp_engine, db_url):  # noqa: ANN001, ANN201
     return make_service(psp_engine, db_url, max_active_per_account=2, max_issued_per_account=10)
 
 
@@ -27,7 +27,7 @@ def _run_onnx(data: bytes) -> tuple[np.ndarray, np.ndarray, dict]:
     return x, out, delta, props
 
 
-def test_end_to_end(service, psp_engine):  # noqa: ANN001, F811
+def test_end_to_end(service, psp_engine):  # noqa: ANN001
     with client_for(service) as c:
         acc = new_account(c)
         h = acc["headers"]
@@ -155,7 +155,7 @@ def test_other_client_address_sees_same_service(service):  # noqa: ANN001
     ("onnx", "fp32", "dynamic", 1e-5), ("onnx", "fp16", "fixed", 0.01), ("onnx", "int8", "fixed", 0.1),
     ("ort", "fp32", "fixed", 1e-5),
 ])
-def test_formats_and_precisions(psp_engine, tmp_path, fmt, precision, shape, tol):  # noqa: ANN001, F811
+def test_formats_and_precisions(psp_engine, tmp_path, fmt, precision, shape, tol):  # noqa: ANN001
     """Every variant the exporter's format table offers is served, and the file is the recorded user's
     net: its δ matches the torch reference of the weights regenerated from the stored (encrypted) z."""
     from sqlalchemy import select
@@ -186,7 +186,7 @@ def test_formats_and_precisions(psp_engine, tmp_path, fmt, precision, shape, tol
 
 
 @pytest.mark.slow
-def test_coreml_package_download(psp_engine, tmp_path):  # noqa: ANN001, F811
+def test_coreml_package_download(psp_engine, tmp_path):  # noqa: ANN001
     """CoreML is a package folder: served as one zip with a fixed layout (template build takes seconds)."""
     import io
     import zipfile

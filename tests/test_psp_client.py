@@ -18,12 +18,12 @@ from typing import Iterator
 
 import pytest
 from PIL import Image
-from psp_support import client_for, make_service, psp_engine  # noqa: F401
+from psp_support import client_for, make_service
 from typer.testing import CliRunner
 
 from hyperobf.cli import app
 from hyperobf.psp_client import Account, PSPClient, PSPError
-from test_runtime_support import noise_image
+from runtime_support import noise_image
 
 
 @contextlib.contextmanager
@@ -52,7 +52,7 @@ def serving(service) -> Iterator[str]:  # noqa: ANN001
 
 
 @pytest.fixture
-def psp_url(psp_engine, tmp_path) -> Iterator[str]:  # noqa: F811
+def psp_url(psp_engine, tmp_path) -> Iterator[str]:
     service = make_service(psp_engine, f"sqlite:///{tmp_path / 'psp.db'}", max_active_per_account=1,
                            max_issued_per_account=10)
     with serving(service) as url:
@@ -208,7 +208,7 @@ def test_tokens_never_go_over_plain_http_to_another_host():
     PSPClient("http://localhost:8000")
 
 
-def test_empty_account_request_and_verifier_in_startup_log(psp_engine, tmp_path, caplog):  # noqa: F811
+def test_empty_account_request_and_verifier_in_startup_log(psp_engine, tmp_path, caplog):
     service = make_service(psp_engine, f"sqlite:///{tmp_path / 'psp.db'}")
     with caplog.at_level(logging.INFO, logger="hyperobf.psp"), client_for(service) as c:
         r = c.post("/v1/accounts")  # no body at all

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from psp_support import client_for, make_service, new_account, psp_engine  # noqa: F401 (fixture)
+from psp_support import client_for, make_service, new_account
 
 PAGE = "https://photos.example"
 
@@ -21,13 +21,13 @@ def _download(svc, origin: str):  # noqa: ANN001, ANN202
     return net, pre, r
 
 
-def test_cors_off_by_default(psp_engine, tmp_path):  # noqa: F811
+def test_cors_off_by_default(psp_engine, tmp_path):
     net, pre, r = _download(make_service(psp_engine, f"sqlite:///{tmp_path / 'a.db'}"), PAGE)
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     assert "access-control-allow-origin" not in pre.headers
 
 
-def test_cors_for_the_configured_origin_only(psp_engine, tmp_path):  # noqa: F811
+def test_cors_for_the_configured_origin_only(psp_engine, tmp_path):
     svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'b.db'}", cors_origins=[PAGE])
     net, pre, r = _download(svc, PAGE)
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == PAGE

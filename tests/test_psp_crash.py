@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from cryptography.fernet import Fernet
-from psp_support import db_url  # noqa: F401
 from sqlalchemy import create_engine, func, select
 
 from hyperobf.psp.db import IssuedNet
@@ -60,7 +59,7 @@ def _start(checkpoint, conf, port: int, key: str) -> subprocess.Popen:  # noqa: 
         time.sleep(0.2)
 
 
-def test_sigkill_mid_load_loses_and_duplicates_nothing(tiny_checkpoint, db_url, tmp_path):  # noqa: ANN001, F811
+def test_sigkill_mid_load_loses_and_duplicates_nothing(tiny_checkpoint, db_url, tmp_path):  # noqa: ANN001
     port, key = _free_port(), Fernet.generate_key().decode()
     conf = tmp_path / "psp.toml"
     conf.write_text(f'[serve]\ndb_url = "{db_url}"\nmax_active_per_account = 1000\nmax_issued_per_account = 1000\n'

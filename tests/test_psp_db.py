@@ -16,7 +16,6 @@ import pytest
 import torch
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from psp_support import db_url, psp_engine  # noqa: F401
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
@@ -29,7 +28,7 @@ from hyperobf.psp.migrate import downgrade, head_revision, upgrade
 runner = CliRunner()
 
 
-def test_migrations_match_models(db_url):  # noqa: ANN001, F811
+def test_migrations_match_models(db_url):  # noqa: ANN001
     engine = make_engine(db_url)
     try:
         assert upgrade(engine) == head_revision()
@@ -51,7 +50,7 @@ def test_probe_images_fixed():
     assert 0 <= a.min() and a.max() <= 1 and a.std() > 0.1
 
 
-def test_fingerprint_estimates_functional_distance(psp_engine):  # noqa: ANN001, F811
+def test_fingerprint_estimates_functional_distance(psp_engine):  # noqa: ANN001
     from hyperobf.export.secrets_z import secure_normal
 
     z = secure_normal(24, psp_engine.z_dim)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from psp_support import client_for, db_url, extra_client, make_service, new_account, psp_engine  # noqa: F401
+from psp_support import client_for, extra_client, make_service, new_account
 from sqlalchemy import select
 
 from hyperobf.export.secrets_z import secure_normal
@@ -39,7 +39,7 @@ class ScriptedSampler:
 
 
 # --- limits -------------------------------------------------------------------------------
-def test_account_limits(psp_engine, db_url):  # noqa: ANN001, F811
+def test_account_limits(psp_engine, db_url):  # noqa: ANN001
     svc = make_service(psp_engine, db_url, max_active_per_account=1, max_issued_per_account=3)
     with client_for(svc) as c:
         h = new_account(c)["headers"]
@@ -59,7 +59,7 @@ def test_account_limits(psp_engine, db_url):  # noqa: ANN001, F811
         assert c.get("/v1/account", headers=h).json()["issued_masknets"] == 3
 
 
-def test_client_limits(psp_engine, db_url):  # noqa: ANN001, F811
+def test_client_limits(psp_engine, db_url):  # noqa: ANN001
     """One address cannot register many "devices", nor collect many nets through several accounts."""
     svc = make_service(psp_engine, db_url, max_accounts_per_client=2, max_issued_per_client=2,
                        max_issued_per_account=5)
@@ -77,7 +77,7 @@ def test_client_limits(psp_engine, db_url):  # noqa: ANN001, F811
         assert elsewhere.post("/v1/masknets", headers=other["headers"]).status_code == 201
 
 
-def test_limits_hold_under_concurrent_requests(psp_engine, db_url):  # noqa: ANN001, F811
+def test_limits_hold_under_concurrent_requests(psp_engine, db_url):  # noqa: ANN001
     """Requests racing past the pre-check are refused by the check inside the recording transaction."""
     svc = make_service(psp_engine, db_url, max_active_per_account=2, max_issued_per_account=10, max_wait_ms=50.0)
     with client_for(svc) as c:
@@ -88,7 +88,7 @@ def test_limits_hold_under_concurrent_requests(psp_engine, db_url):  # noqa: ANN
         assert len(c.get("/v1/masknets", headers=h).json()["masknets"]) == 2
 
 
-def test_limits_checked_inside_the_batch(psp_engine, tmp_path):  # noqa: ANN001, F811
+def test_limits_checked_inside_the_batch(psp_engine, tmp_path):  # noqa: ANN001
     """Four jobs of one account in one micro-batch, active limit 2: the recording transaction
     (not only the request-time pre-check) refuses the last two."""
     from hyperobf.psp.errors import LimitExceeded
@@ -112,7 +112,7 @@ def _account_ids(svc, n: int) -> list[int]:  # noqa: ANN001
 
 
 # --- near-duplicates ----------------------------------------------------------------------
-def test_near_duplicate_is_redrawn(psp_engine, db_url):  # noqa: ANN001, F811
+def test_near_duplicate_is_redrawn(psp_engine, db_url):  # noqa: ANN001
     z0 = secure_normal(1, psp_engine.z_dim)[0]
     sampler = ScriptedSampler(z0, z0.copy())  # the second request first draws the first one's latent again
     svc = make_service(psp_engine, db_url, z_sampler=sampler, min_distance=0.01, max_issued_per_client=50)
@@ -129,7 +129,7 @@ def test_near_duplicate_is_redrawn(psp_engine, db_url):  # noqa: ANN001, F811
     assert d >= 0.01
 
 
-def test_near_duplicate_threshold_forced(psp_engine, db_url):  # noqa: ANN001, F811
+def test_near_duplicate_threshold_forced(psp_engine, db_url):  # noqa: ANN001
     """A huge threshold refuses every net after the first (503 after max_draws); zero lets duplicates through."""
     svc = make_service(psp_engine, db_url, min_distance=1e9, max_draws=3, max_issued_per_client=50)
     with client_for(svc) as c:
@@ -142,7 +142,7 @@ def test_near_duplicate_threshold_forced(psp_engine, db_url):  # noqa: ANN001, F
 
 
 
-def test_zero_threshold_lets_duplicates_through(psp_engine, tmp_path):  # noqa: ANN001, F811
+def test_zero_threshold_lets_duplicates_through(psp_engine, tmp_path):  # noqa: ANN001
     import onnx
     from onnx import numpy_helper
 
@@ -160,7 +160,7 @@ def test_zero_threshold_lets_duplicates_through(psp_engine, tmp_path):  # noqa: 
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_duplicates_within_one_batch(psp_engine, tmp_path):  # noqa: ANN001, F811
+def test_duplicates_within_one_batch(psp_engine, tmp_path):  # noqa: ANN001
     """Two requests in the same micro-batch drawing the same latent: the second is re-drawn."""
     z0 = secure_normal(1, psp_engine.z_dim)[0]
     svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'b.db'}", z_sampler=ScriptedSampler(z0, z0.copy()),
@@ -175,7 +175,7 @@ def test_duplicates_within_one_batch(psp_engine, tmp_path):  # noqa: ANN001, F81
 
 # --- secrets ------------------------------------------------------------------------------
 @pytest.mark.parametrize("z_storage", ["encrypted", "none"])
-def test_secrets_at_rest(psp_engine, tmp_path, z_storage):  # noqa: ANN001, F811
+def test_secrets_at_rest(psp_engine, tmp_path, z_storage):  # noqa: ANN001
     svc = make_service(psp_engine, f"sqlite:///{tmp_path / 's.db'}", z_storage=z_storage)
     with client_for(svc, "192.0.2.7") as c:
         acc = new_account(c)
@@ -199,7 +199,7 @@ def test_secrets_at_rest(psp_engine, tmp_path, z_storage):  # noqa: ANN001, F811
     np.testing.assert_allclose(fp[0], from_bytes(row.fingerprint), atol=2e-3)
 
 
-def test_no_secrets_in_logs(psp_engine, tmp_path, caplog):  # noqa: ANN001, F811
+def test_no_secrets_in_logs(psp_engine, tmp_path, caplog):  # noqa: ANN001
     caplog.set_level(logging.DEBUG)
     svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'l.db'}")
     with client_for(svc) as c:
@@ -218,7 +218,7 @@ def test_no_secrets_in_logs(psp_engine, tmp_path, caplog):  # noqa: ANN001, F811
         assert secret not in text
 
 
-def test_invite_verifier(psp_engine, tmp_path):  # noqa: ANN001, F811
+def test_invite_verifier(psp_engine, tmp_path):  # noqa: ANN001
     codes = tmp_path / "codes.txt"
     codes.write_text("# one account per code\nalpha-123\nbravo-456\n")
     svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'i.db'}", verifier="invite",
@@ -236,7 +236,7 @@ def test_invite_verifier(psp_engine, tmp_path):  # noqa: ANN001, F811
     assert isinstance(InviteCodeVerifier(codes).verify({"invite_code": "bravo-456"}, "x").subject, str)
 
 
-def test_download_once(psp_engine, tmp_path):  # noqa: ANN001, F811
+def test_download_once(psp_engine, tmp_path):  # noqa: ANN001
     svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'o.db'}", download_once=True)
     with client_for(svc) as c:
         h = new_account(c)["headers"]
@@ -246,7 +246,7 @@ def test_download_once(psp_engine, tmp_path):  # noqa: ANN001, F811
         assert r.status_code == 410 and "already downloaded" in r.json()["detail"]
 
 
-def test_fingerprint_regenerates_from_weights(psp_engine):  # noqa: ANN001, F811
+def test_fingerprint_regenerates_from_weights(psp_engine):  # noqa: ANN001
     """The fingerprint is a function of behaviour: identical weights -> identical fingerprint; from the
     weights alone it is regenerated exactly, and it is the projection of the plain MaskNet's δ / ρ on
     the probe batch (so it changes when the nets behave differently)."""
@@ -270,7 +270,7 @@ def test_fingerprint_regenerates_from_weights(psp_engine):  # noqa: ANN001, F811
     np.testing.assert_allclose(fp[:2], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())  # float sums differ
 
 
-def test_expired_token_and_disabled_account(psp_engine, tmp_path):  # noqa: ANN001, F811
+def test_expired_token_and_disabled_account(psp_engine, tmp_path):  # noqa: ANN001
     import datetime as dt
 
     from sqlalchemy import update
@@ -290,7 +290,7 @@ def test_expired_token_and_disabled_account(psp_engine, tmp_path):  # noqa: ANN0
         assert r.status_code == 403 and r.json()["error"] == "forbidden"
 
 
-def test_failed_batch_answers_503_without_details(psp_engine, tmp_path, caplog):  # noqa: ANN001, F811
+def test_failed_batch_answers_503_without_details(psp_engine, tmp_path, caplog):  # noqa: ANN001
     svc = make_service(psp_engine, f"sqlite:///{tmp_path / 'x.db'}")
 
     def broken(files):  # noqa: ANN001, ANN202

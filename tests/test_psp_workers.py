@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from cryptography.fernet import Fernet
-from psp_support import db_url, make_service, psp_engine  # noqa: F401
+from psp_support import make_service
 from sqlalchemy import select
 
 import psp_multiproc
@@ -67,7 +67,7 @@ def _accounts(svc, n: int) -> list[int]:  # noqa: ANN001
         return [s.execute(select(Account.id).where(Account.public_id == p)).scalar_one() for p in public]
 
 
-def test_invariants_hold_across_two_worker_processes(psp_engine, tiny_checkpoint, db_url):  # noqa: ANN001, F811
+def test_invariants_hold_across_two_worker_processes(psp_engine, tiny_checkpoint, db_url):  # noqa: ANN001
     setup = make_service(psp_engine, db_url)  # migrates; the accounts come from other addresses
     a, b1, b2, c1, c2 = _accounts(setup, 5)
     setup.sessions.kw["bind"].dispose()
@@ -142,7 +142,7 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def test_serve_with_two_workers(tiny_checkpoint, db_url, tmp_path):  # noqa: ANN001, F811
+def test_serve_with_two_workers(tiny_checkpoint, db_url, tmp_path):  # noqa: ANN001
     """`hyperobf serve --workers 2`: two worker processes, one key file (created 0600 before they
     start), limits holding for 12 concurrent requests of one account spread over both."""
     port, key = _free_port(), tmp_path / "keys" / "psp.key"

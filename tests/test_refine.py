@@ -25,7 +25,8 @@ from hyperobf.device_runtime.refine import RefinerError, load_refiner, refine_de
 from hyperobf.refine import refine_step, refine_torch
 from hyperobf.refine.bundle import RefinerExportError, export_refiner, start_deltas
 from hyperobf.refine.embedders import EmbedderInfo, FaceEmbedder, resize_matrix
-from test_runtime_support import build_model, env_without_torch
+from runtime_support import build_model, env_without_torch
+
 
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "glint24"

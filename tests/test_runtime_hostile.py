@@ -18,8 +18,7 @@ from PIL import Image
 
 from hyperobf.device_runtime import load_model, protect_file, protect_files
 from hyperobf.device_runtime.files import OutputExists, save_atomic
-from test_runtime_support import (astronaut, bomb_png, encode, header_only_png, models, no_temp_files,  # noqa: F401
-                                  noise_image, snapshot)
+from runtime_support import astronaut, bomb_png, encode, header_only_png, no_temp_files, noise_image, snapshot
 
 
 def _animated(fmt: str) -> bytes:
@@ -48,7 +47,7 @@ def hostile_dir(tmp_path_factory) -> Path:
     return d
 
 
-def test_hostile_batch_via_real_command(hostile_dir, models, tmp_path):  # noqa: F811
+def test_hostile_batch_via_real_command(hostile_dir, models, tmp_path):
     before = snapshot(hostile_dir)
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "hyperobf.cli", "protect", str(hostile_dir), "-m", str(models["fixed"]),
@@ -75,7 +74,7 @@ def test_hostile_batch_via_real_command(hostile_dir, models, tmp_path):  # noqa:
     assert no_temp_files(out) and no_temp_files(hostile_dir)
 
 
-def test_pixel_cap_option(tmp_path, models):  # noqa: F811
+def test_pixel_cap_option(tmp_path, models):
     from typer.testing import CliRunner
 
     from hyperobf.cli import app
@@ -86,7 +85,7 @@ def test_pixel_cap_option(tmp_path, models):  # noqa: F811
     assert not (tmp_path / "x_protected.png").exists()
 
 
-def test_failed_encode_leaves_nothing(tmp_path, models, monkeypatch):  # noqa: F811
+def test_failed_encode_leaves_nothing(tmp_path, models, monkeypatch):
     src = tmp_path / "a.png"
     Image.fromarray(noise_image(40, 40)).save(src)
     before = src.read_bytes()
@@ -101,7 +100,7 @@ def test_failed_encode_leaves_nothing(tmp_path, models, monkeypatch):  # noqa: F
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"] and src.read_bytes() == before
 
 
-def test_existing_output_never_overwritten(tmp_path, models):  # noqa: F811
+def test_existing_output_never_overwritten(tmp_path, models):
     dst = tmp_path / "a_protected.png"
     dst.write_bytes(b"keep me")
     with pytest.raises(OutputExists):
@@ -152,7 +151,7 @@ def image_files(draw) -> tuple[str, bytes]:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(case=image_files())
-def test_property_any_bytes_never_crash(case, models):  # noqa: F811
+def test_property_any_bytes_never_crash(case, models):
     ext, data = case
     model = load_model(models["fixed"])
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from hyperobf.cli import app
 from hyperobf.device_runtime import WriteOptions, load_model, protect, protect_files
 from hyperobf.device_runtime.pixels import icc_color_space, to_rgb
-from test_runtime_support import encode, models, noise_image  # noqa: F401
+from runtime_support import encode, noise_image
 
 runner = CliRunner()
 BOUND = round(0.03 * 255) + 1  # |δ| in grey levels for ρ_pixel = 0.03, plus rounding
@@ -75,7 +75,7 @@ def _mode_images() -> dict[str, Image.Image]:
 
 
 @pytest.mark.parametrize("name", ["RGB", "L", "1", "P", "P+transparency", "RGBA", "LA", "CMYK", "I;16"])
-def test_every_mode_is_protected_with_alpha_kept(name, models):  # noqa: F811
+def test_every_mode_is_protected_with_alpha_kept(name, models):
     img = _mode_images()[name]
     res = protect(img, load_model(models["dynamic"]))
     out = res.image
@@ -97,7 +97,7 @@ def test_sixteen_bit_scaled_not_clipped():
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "JPEG"])
-def test_cmyk_with_icc_goes_through_the_profile(tmp_path, models, fmt):  # noqa: F811
+def test_cmyk_with_icc_goes_through_the_profile(tmp_path, models, fmt):
     corners = np.array([[[0, 0, 0, 0], [0, 255, 255, 0]], [[255, 0, 255, 0], [0, 0, 0, 255]]], np.uint8)
     img = Image.fromarray(np.kron(corners, np.ones((16, 16, 1), np.uint8)), "CMYK")  # 32×32, four flat quadrants
     src = tmp_path / f"cmyk.{'tif' if fmt == 'TIFF' else 'jpg'}"
@@ -114,7 +114,7 @@ def test_cmyk_with_icc_goes_through_the_profile(tmp_path, models, fmt):  # noqa:
     assert out.size == img.size and icc_color_space(out.info.get("icc_profile")) == "RGB "
 
 
-def test_exif_orientation_is_applied_and_dropped(tmp_path, models):  # noqa: F811
+def test_exif_orientation_is_applied_and_dropped(tmp_path, models):
     arr = np.zeros((40, 60, 3), np.uint8)  # stored 60 wide, 40 high; a red block top-left
     arr[:10, :10] = (255, 0, 0)
     exif = Image.Exif()
@@ -143,7 +143,7 @@ def _tagged_photo(path, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
-def test_metadata_stripped_by_default_icc_kept(tmp_path, models, ext):  # noqa: F811
+def test_metadata_stripped_by_default_icc_kept(tmp_path, models, ext):
     fmt = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[ext]
     src = tmp_path / f"tagged.{ext}"
     _tagged_photo(src, fmt)
@@ -164,7 +164,7 @@ def test_metadata_stripped_by_default_icc_kept(tmp_path, models, ext):  # noqa: 
     assert out.info.get("icc_profile") == SRGB
 
 
-def test_keep_metadata_keeps_exif_but_not_previews(tmp_path, models):  # noqa: F811
+def test_keep_metadata_keeps_exif_but_not_previews(tmp_path, models):
     src = tmp_path / "tagged.jpg"
     _tagged_photo(src, "JPEG")
     r = runner.invoke(app, ["protect", str(src), "-m", str(models["dynamic"]), "--keep-metadata"])
@@ -177,7 +177,7 @@ def test_keep_metadata_keeps_exif_but_not_previews(tmp_path, models):  # noqa: F
     assert b"PersonInShot" in out.info.get("xmp", b"")
 
 
-def test_output_naming_formats_and_folders(tmp_path, models):  # noqa: F811
+def test_output_naming_formats_and_folders(tmp_path, models):
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
     Image.fromarray(noise_image(30, 40)).save(src / "a.jpg")
@@ -202,7 +202,7 @@ def test_output_naming_formats_and_folders(tmp_path, models):  # noqa: F811
     assert r.exit_code == 1 and "unknown output format" in r.output
 
 
-def test_jpeg_quality_option(tmp_path, models):  # noqa: F811
+def test_jpeg_quality_option(tmp_path, models):
     from skimage import data
 
     Image.fromarray(data.astronaut()).save(tmp_path / "x.png")
@@ -216,7 +216,7 @@ def test_jpeg_quality_option(tmp_path, models):  # noqa: F811
     assert sizes[30] < 0.6 * sizes[95]
 
 
-def test_heic_input(tmp_path, models):  # noqa: F811
+def test_heic_input(tmp_path, models):
     pytest.importorskip("pillow_heif")
     from hyperobf.device_runtime.files import register_plugins
 

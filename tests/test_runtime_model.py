@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from hyperobf.cli import app
 from hyperobf.device_runtime import ModelError, SessionConfig, load_model
 from hyperobf.model_meta import PREFIX
-from test_runtime_support import (build_model, env_without_torch, models, noise_image, tiny_params,  # noqa: F401
-                                  write_manifest)
+from runtime_support import build_model, env_without_torch, noise_image, tiny_params, write_manifest
+
 
 runner = CliRunner()
 
 
-def test_runtime_and_protect_command_do_not_import_torch(tmp_path, models):  # noqa: F811
+def test_runtime_and_protect_command_do_not_import_torch(tmp_path, models):
     code = ("import hyperobf.device_runtime, hyperobf.device_runtime.refine, hyperobf.device_runtime.budget, "
             "hyperobf.presets, hyperobf.refiner_meta, hyperobf.cli.protect_cmd, sys; "
             "from hyperobf.device_runtime.budget import fit_budget, resolve_budget; import numpy as np; "
@@ -39,7 +39,7 @@ def test_runtime_and_protect_command_do_not_import_torch(tmp_path, models):  # n
     assert (tmp_path / "a_protected.png").exists() and "protected 1" in r.stdout
 
 
-def test_load_checks_metadata_and_runs(models):  # noqa: F811
+def test_load_checks_metadata_and_runs(models):
     for shape, path in models.items():
         m = load_model(path, threads=1)
         assert m.spec.name == "tiny" and m.model_id == "user0000"
@@ -100,7 +100,7 @@ def test_signature_mismatch_refused(tmp_path):
     assert load_model(_foreign(tmp_path / "ok.onnx", meta=meta)).fixed_size == 112
 
 
-def test_foreign_and_corrupt_models_refused(tmp_path, models):  # noqa: F811
+def test_foreign_and_corrupt_models_refused(tmp_path, models):
     with pytest.raises(ModelError, match="not a HyperObf model"):
         load_model(_foreign(tmp_path / "plain.onnx"))
     data = models["dynamic"].read_bytes()
@@ -119,7 +119,7 @@ def test_foreign_and_corrupt_models_refused(tmp_path, models):  # noqa: F811
         load_model(tmp_path / "user.mlpackage")
 
 
-def test_manifest_sha256(tmp_path, models):  # noqa: F811
+def test_manifest_sha256(tmp_path, models):
     good = write_manifest(tmp_path / "good.jsonl", models["dynamic"])
     assert load_model(models["dynamic"], manifest=good).sha256 in good.read_text()
     bad = write_manifest(tmp_path / "bad.jsonl", models["dynamic"], sha="ab" * 32)
@@ -133,7 +133,7 @@ def test_manifest_sha256(tmp_path, models):  # noqa: F811
         load_model(models["dynamic"], manifest=tmp_path / "broken.jsonl")
 
 
-def test_ort_format_model_loads_with_metadata(tmp_path, models):  # noqa: F811
+def test_ort_format_model_loads_with_metadata(tmp_path, models):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -146,7 +146,7 @@ def test_ort_format_model_loads_with_metadata(tmp_path, models):  # noqa: F811
     assert np.allclose(m_ort.delta(x), m_onnx.delta(x), atol=1e-6)
 
 
-def test_session_options(models):  # noqa: F811
+def test_session_options(models):
     x = np.random.default_rng(2).random((1, 3, 112, 112), dtype=np.float32)
     ref = load_model(models["fixed"]).delta(x)
     for cfg in (SessionConfig(threads=1, optimization="basic"), SessionConfig(threads=2, parallel=True, spinning=False),
@@ -157,7 +157,7 @@ def test_session_options(models):  # noqa: F811
         SessionConfig(optimization="max")
 
 
-def test_cli_model_errors_are_one_line(tmp_path, models):  # noqa: F811
+def test_cli_model_errors_are_one_line(tmp_path, models):
     from PIL import Image
 
     photo = tmp_path / "p.png"

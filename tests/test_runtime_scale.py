@@ -14,7 +14,7 @@ from hyperobf.device_runtime.align import face_to_template, feather_mask, simila
 from hyperobf.device_runtime.detect import anchor_centers, decode, nms
 from hyperobf.device_runtime.face import aligned_crops
 from hyperobf.device_runtime.whole import add_upsampled, delta_dynamic, delta_tiled, upsample_delta, _add_float
-from test_runtime_support import SCRFD, astronaut, models, noise_image  # noqa: F401
+from runtime_support import SCRFD, astronaut, noise_image
 
 
 # --- detector decoding (synthetic outputs, no model needed) -----------------------------------
@@ -77,7 +77,7 @@ def test_warp_round_trip_large_face():
 
 # --- whole-photo mode -------------------------------------------------------------------------
 
-def test_tiles_match_one_pass(models):  # noqa: F811
+def test_tiles_match_one_pass(models):
     fixed, dyn = load_model(models["fixed"]), load_model(models["dynamic"])
     rgb = noise_image(150, 260, seed=5)
     a, b = delta_tiled(rgb, fixed), delta_dynamic(rgb, dyn)
@@ -99,7 +99,7 @@ def test_quantised_upsampling_matches_float_path():
     assert np.array_equal(np.asarray(add_upsampled(img, big)), _add_float(np.asarray(img), upsample_delta(big, 300, 400)))
 
 
-def test_whole_mode_working_scale(models):  # noqa: F811
+def test_whole_mode_working_scale(models):
     m = load_model(models["dynamic"])
     img = Image.fromarray(noise_image(600, 900, seed=8))
     r = protect(img, m, options=ProtectOptions(mode="whole", work_size=150))
@@ -134,7 +134,7 @@ def _aligned(img: Image.Image, faces) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape", ["dynamic", "fixed"])
-def test_face_mode_perturbs_the_aligned_crop_at_working_scale(detector, models, shape):  # noqa: F811
+def test_face_mode_perturbs_the_aligned_crop_at_working_scale(detector, models, shape):
     m = load_model(models[shape])
     for scale in (1, 4):  # a 512² photo and a 2048² one (face ~90 and ~360 px wide)
         img = astronaut().resize((512 * scale,) * 2, Image.BICUBIC)
@@ -155,8 +155,7 @@ def test_face_mode_perturbs_the_aligned_crop_at_working_scale(detector, models, 
 def test_working_scale_beats_native_resolution(detector, tmp_path):
     """A scale-bound (high-pass) δ computed on the 2048² photo natively barely reaches the attacker's
     112² crop; computed at working scale (either mode) it arrives intact."""
-    from test_runtime_support import highpass_model
-
+    from runtime_support import highpass_model
     m = load_model(highpass_model(tmp_path / "hp.onnx"))
     img = astronaut().resize((2048, 2048), Image.BICUBIC)
     faces = detector.detect(img)
@@ -175,7 +174,7 @@ def test_working_scale_beats_native_resolution(detector, tmp_path):
     assert np.abs(seen["native"]).mean() < 0.3 * np.abs(seen["face"]).mean()
 
 
-def test_no_face_policy(detector, models, tmp_path):  # noqa: F811
+def test_no_face_policy(detector, models, tmp_path):
     from typer.testing import CliRunner
 
     from hyperobf.cli import app
@@ -189,7 +188,7 @@ def test_no_face_policy(detector, models, tmp_path):  # noqa: F811
     assert r.exit_code == 0 and "protected 1" in r.output and "protected as a whole photo" in r.output
 
 
-def test_twelve_megapixel_photo_both_modes(detector, models, tmp_path):  # noqa: F811
+def test_twelve_megapixel_photo_both_modes(detector, models, tmp_path):
     src = tmp_path / "big.jpg"
     astronaut().resize((4000, 3000), Image.BILINEAR).save(src, quality=90)
     m = load_model(models["dynamic"])
@@ -202,7 +201,7 @@ def test_twelve_megapixel_photo_both_modes(detector, models, tmp_path):  # noqa:
         assert {"decode", "detect", "perturb", "apply", "encode"} <= set(r.timings)
 
 
-def test_single_face_fast_path_matches_float_path(models):  # noqa: F811
+def test_single_face_fast_path_matches_float_path(models):
     from hyperobf.device_runtime.detect import Face
     from hyperobf.device_runtime.face import _apply_region, face_region_delta, protect_faces
 

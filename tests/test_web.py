@@ -35,7 +35,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_runtime_support import build_model, highpass_model
+from runtime_support import build_model, highpass_model
+
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"

@@ -1,4 +1,4 @@
-"""Shared helpers for the device-runtime tests (imported by test_runtime_*.py; no tests here).
+"""Shared helpers for the device-runtime tests (no tests, no fixtures: those are in conftest.py).
 
 Models are built directly with build_onnx from HyperNet-generated tiny weights (fast), with
 the real metadata; photos are generated (skimage's astronaut has a real face).
@@ -15,7 +15,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 SCRFD = ("models", "scrfd_2.5g_bnkps.onnx")
@@ -66,12 +65,6 @@ def highpass_model(path: Path, gain: float = 30.0, rho_pixel: float = 0.03, shap
     meta = build_metadata(spec, "highpass", "0" * 64, shape=shape)
     path.write_bytes(build_onnx(spec, p, shape, meta).SerializeToString())
     return path
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("runtime_models")
-    return {"dynamic": build_model(d / "dyn.onnx", "dynamic"), "fixed": build_model(d / "fixed.onnx", "fixed")}
 
 
 def write_manifest(path: Path, model: Path, sha: str | None = None) -> Path:
