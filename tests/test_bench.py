@@ -145,6 +145,7 @@ def test_check_targets_pass_miss_missing(tmp_path, capsys):
     assert check_targets.main([str(tmp_path), "--targets", "nonsense"]) == 2
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_cli_bench_forwards_to_scripts(tmp_path):
     _gen_json(tmp_path, 1.0, 1.0)
     cmd = [sys.executable, "-m", "hyperobf.cli", "bench"]

@@ -88,6 +88,7 @@ def test_ssim_and_dssim_match_kornia_within_1e_5():
     assert np.all(same < 5e-6) and np.abs(same - dssim_torch(_t(x), _t(x)).numpy()).max() < 1e-7
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 @pytest.mark.parametrize("rho", [0.007, 0.017])
 def test_fit_budget_matches_eval_limit(rho):
     """numpy vs torch on the same x, δ: the same 8-bit output, except where a bisection midpoint's DSSIM lies

@@ -78,6 +78,7 @@ def _check_results(out, exps):
     assert (out / "report.md").is_file()
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_tiny_all_experiments(tiny_run):
     r, out = tiny_run
     assert r.exit_code == 0, r.output
@@ -103,6 +104,7 @@ def test_eval_cli_bad_input_is_one_line(tmp_path):
     assert r.exit_code != 0 and r.output.count("\n") <= 2 and "Traceback" not in r.output
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_resnet_attacker_learns_and_is_not_fooled_by_labels(tmp_path, one_thread):
     """The FR attacker recognises a target trained on its own clean faces, and does not when the
     'target' training images are someone else's (so a low accuracy can mean protection)."""
@@ -136,6 +138,7 @@ def test_tiny_all_experiments_real_faces(tmp_path):
     _check_results(out, EXPS)
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_psp_set_trains_the_evaluated_nets_with_another_objective(tmp_path, one_thread):
     """--psp-set reaches every PSP training (here: the feature objective under a tiny ONNX embedder) and is
     recorded in the results; a misspelt key is refused in one line before anything runs."""

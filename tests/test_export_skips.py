@@ -21,6 +21,9 @@ from hyperobf.model_meta import parse_metadata
 from hyperobf.spec import builtin_spec
 
 ALL_PRECISIONS = ("fp32", "fp16", "int8")
+# every format and precision of U and U-small: 15–25 s per structure (CoreML conversion); the default run
+# has test_export_structures.py's fast round trip over every structure instead
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=["U-small", "U"])

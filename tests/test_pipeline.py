@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,6 +16,7 @@ from hyperobf.cli import app
 runner = CliRunner()
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_train_export_protect(tmp_path):
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", "--out", str(run), "--structure", "tiny", "--epochs", "2"])
@@ -58,6 +60,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     assert r.exit_code != 0 and "unknown MaskNet structure" in r.output
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_demo_cli_subprocess(tmp_path):
     """The installed console script runs the demo end to end on the embedded sample data."""
     r = subprocess.run([sys.executable, "-m", "hyperobf.cli", "demo", "--out", str(tmp_path), "--epochs", "1"],

@@ -116,6 +116,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_serve_command_runs_uvicorn_on_loopback(tiny_checkpoint, tmp_path):  # noqa: ANN001
     port = _free_port()
     env = {**os.environ, "HYPEROBF_PSP_KEY": ""}

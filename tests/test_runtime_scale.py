@@ -152,6 +152,7 @@ def test_face_mode_perturbs_the_aligned_crop_at_working_scale(detector, models, 
         assert np.corrcoef(seen, made)[0, 1] > 0.9
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_working_scale_beats_native_resolution(detector, tmp_path):
     """A scale-bound (high-pass) δ computed on the 2048² photo natively barely reaches the attacker's
     112² crop; computed at working scale (either mode) it arrives intact."""

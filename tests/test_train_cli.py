@@ -43,6 +43,7 @@ def face_folder(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_train_several_structures_then_protection_check(tmp_path, face_folder):
     emb = write_tiny_embedder(tmp_path / "emb.onnx")
     out = tmp_path / "runs"

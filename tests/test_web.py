@@ -187,6 +187,7 @@ def test_model_checks_match_python(tmp_path):
             assert g["error"] == str(e.value), name
 
 
+@pytest.mark.slow  # > 5 s on 2 shared cores (pytest --durations)
 def test_resize_matches_pillow_exactly(tmp_path):
     """The page's working image is Pillow's: reduce + antialiased bilinear, fixed point, Pillow 13's pass order."""
     rng = np.random.default_rng(2)
