@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             sample_roofs()
     add_ratios(opts + net, spec, roofs)
     print_table([r.as_dict() for r in roofs.values()], ["name", "engine", "value", "unit", "samples", "sample_load_1m"],
-                f"\nroofs (best sample; onnxruntime = one MatMul node, torch = torch.mm; n = 1024)")
+                "\nroofs (best sample; onnxruntime = one MatMul node, torch = torch.mm; n = 1024)")
     print_table(opts, ["variant", "ms", "p10_ms", "gflop_per_s", "ratio_to_sgemm", "delta_max_abs_diff", "load_1m"],
                 f"\n112² structure {a.structure}, fp32, 1 thread: session options (best of 5 interleaved rounds)")
     print_table(net, ["runtime", "format", "precision", "size", "threads", "ms", "p10_ms", "gflop_per_s", "ratio_to_sgemm",

@@ -67,10 +67,10 @@ def bench_torch(spec: MaskNetSpec, hyper: HyperNet, args: argparse.Namespace, de
             with torch.inference_mode():
                 params = {n: v.to(dt).contiguous() for n, v in hyper.generate(k).items()}  # (K, *shape) each
                 x = torch.rand(k, args.images_per_net, 3, args.size, args.size, device=device).to(dt)
-                calls = {"batched": lambda: apply_batched(spec, params, x)}
+                calls = {"batched": lambda p=params, xs=x: apply_batched(spec, p, xs)}  # bound now: deleted below
                 if k <= args.loop_max:  # K separate one-net calls, for contrast
                     one = [{n: v[i:i + 1] for n, v in params.items()} for i in range(k)]
-                    calls["loop"] = lambda: [apply_batched(spec, one[i], x[i:i + 1]) for i in range(k)]
+                    calls["loop"] = lambda xs=x: [apply_batched(spec, one[i], xs[i:i + 1]) for i in range(k)]
                 for impl, fn in calls.items():
                     if cuda:
                         torch.cuda.reset_peak_memory_stats()

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, contention_probe, loadavg, machine, pin_threads, print_table, write_json  # noqa: E402
+from _common import REPO, contention_probe, loadavg, pin_threads, print_table, write_json  # noqa: E402
 
 
 def stub_torchvision() -> None:
