@@ -3,7 +3,7 @@
     python web/test/screenshots.py          # needs the dev venv (torch, onnx), node, Chromium, `npm ci` in web/
 
 The photo is generated here (a drawn landscape: no faces, nothing from ../shared); the model is a tiny-spec
-MaskNet whose δ is a Laplacian high-pass (tests/test_runtime_support.highpass_model's weights) with an
+MaskNet whose δ is a Laplacian high-pass (tests/runtime_support.highpass_model's weights) with an
 example protection record, so the status and warning lines show.
 """
 
@@ -50,7 +50,7 @@ def landscape(w: int = 4000, h: int = 3000) -> Image.Image:
 
 def model(path: Path) -> Path:
     from hyperobf import protection
-    from test_runtime_support import highpass_model
+    from runtime_support import highpass_model
 
     highpass_model(path, gain=12.0)
     import onnx
