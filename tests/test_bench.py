@@ -110,7 +110,8 @@ def test_batched_apply_json(tmp_path):
     assert roof["engine"] == "torch" and len(roof["samples"]) == 2 and roof["value"] == max(roof["samples"])
     for r in d["rows"]:
         assert r["images_per_s"] == pytest.approx(r["k"] / r["seconds"])
-        assert r["ratio_to_sgemm"] == pytest.approx(r["gflop_per_s"] / roof["value"], rel=1e-2)
+        # stored to 4 decimals: a tiny net on a loaded box has ratios ~0.003, where that rounding exceeds 1 %
+        assert r["ratio_to_sgemm"] == pytest.approx(r["gflop_per_s"] / roof["value"], rel=1e-2, abs=5e-5)
 
 
 def test_plots_from_json(generation, tmp_path):
