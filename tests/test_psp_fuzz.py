@@ -19,7 +19,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psp_support import client_for, make_service, new_account, psp_engine  # noqa: F401
+from psp_support import client_for, make_service, new_account
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
                                  status_code_conformance)
 
@@ -29,7 +29,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(psp_engine, tmp_path_factory):  # noqa: ANN001, ANN201, F811
+def fuzz_target(psp_engine, tmp_path_factory):  # noqa: ANN001, ANN201
     """One service (SQLite) with a real account, a real net, and limits that let the fuzzer
     issue; the batcher runs for the module (schemathesis calls the app without its lifespan)."""
     db = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
