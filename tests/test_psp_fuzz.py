@@ -154,3 +154,12 @@ def client_for_running(svc):  # noqa: ANN001, ANN201
     from fastapi.testclient import TestClient
 
     return TestClient(create_app(svc), client=("10.0.0.1", 40000))
+
+
+def test_validation_error_detail_is_one_line(fuzz_target):  # noqa: ANN001
+    """Found by the long fuzz pass: a client-chosen evidence key with a line break was echoed
+    into the 422 detail; the detail is one printable line."""
+    c = client_for_running(fuzz_target[0])
+    r = c.post("/v1/accounts", json={"evidence": {"a\nb\u2028c": 1}})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+    assert "\n" not in r.json()["detail"] and "\u2028" not in r.json()["detail"] and "a?b?c" in r.json()["detail"]

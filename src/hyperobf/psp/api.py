@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 from typing import Annotated, Iterator
 
 import anyio.to_thread
@@ -37,6 +38,7 @@ from .verify import Verifier, build_verifier, describe_verifier
 
 log = logging.getLogger("hyperobf.psp")
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # line breaks and other control characters
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 410, 422, 429, 503)}
 
 
@@ -122,8 +124,9 @@ def create_app(service: PSPService) -> FastAPI:
     async def _invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse({"error": "invalid_request", "detail": f"{where}: {first.get('msg', 'invalid')}"},
-                            status_code=422)
+        # the location may hold client-chosen keys (evidence's): one printable line, bounded
+        detail = _CONTROL.sub("?", f"{where[:120]}: {first.get('msg', 'invalid')}")
+        return JSONResponse({"error": "invalid_request", "detail": detail}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, e: StarletteHTTPException) -> JSONResponse:
