@@ -70,12 +70,17 @@ def test_train_several_structures_then_protection_check(tmp_path, face_folder):
         assert -1 <= g["cos_mean"] <= 1 and g["dssim_max"] >= g["dssim_mean"] >= 0
 
 
+# Each case is a real `hyperobf train` process (~5 s on 2 shared cores, mostly importing torch): the default
+# run keeps two (a config file key, a registry name), the rest run with -m slow.
+_SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("args,msg", [
-    (["--set", "nonsense"], "key=value"),
+    pytest.param(["--set", "nonsense"], "key=value", marks=_SLOW),
     (["--set", "no_such_key=1"], "unknown config keys"),
     (["--method", "bogus"], "unknown method"),
-    (["--structure", "A", "--structures", "B"], "not both"),
-    (["--objective", "feature"], "needs an ONNX face embedder"),
+    pytest.param(["--structure", "A", "--structures", "B"], "not both", marks=_SLOW),
+    pytest.param(["--objective", "feature"], "needs an ONNX face embedder", marks=_SLOW),
 ])
 def test_train_bad_input_is_one_line_error(tmp_path, args, msg):
     r = _run("train", "--out", str(tmp_path / "o"), *args)
