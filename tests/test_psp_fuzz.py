@@ -163,3 +163,7 @@ def test_validation_error_detail_is_one_line(fuzz_target):  # noqa: ANN001
     r = c.post("/v1/accounts", json={"evidence": {"a\nb\u2028c": 1}})
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
     assert "\n" not in r.json()["detail"] and "\u2028" not in r.json()["detail"] and "a?b?c" in r.json()["detail"]
+    # and a model id with a line break, quoted in a 404's detail (the long pass found that too)
+    h = {"Authorization": f"Bearer {_fresh_token(fuzz_target[0], fuzz_target[1]['account_id'])}"}
+    r = c.get("/v1/masknets/a%0Ab", headers=h)
+    assert r.status_code == 404 and r.json()["detail"] == "no MaskNet a?b on this account"

@@ -39,6 +39,14 @@ from .verify import Verifier, build_verifier, describe_verifier
 log = logging.getLogger("hyperobf.psp")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # line breaks and other control characters
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A client-facing detail as one printable line of bounded length."""
+    text = _CONTROL.sub("?", text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 410, 422, 429, 503)}
 
 
@@ -118,15 +126,16 @@ def create_app(service: PSPService) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse({"error": e.code, "detail": e.detail}, status_code=e.status, headers=e.headers)
+        # details may quote what the client sent (a model id from the path): one printable line
+        return JSONResponse({"error": e.code, "detail": _one_line(e.detail)}, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        # the location may hold client-chosen keys (evidence's): one printable line, bounded
-        detail = _CONTROL.sub("?", f"{where[:120]}: {first.get('msg', 'invalid')}")
-        return JSONResponse({"error": "invalid_request", "detail": detail}, status_code=422)
+        # the location may hold client-chosen keys (evidence's)
+        return JSONResponse({"error": "invalid_request", "detail": _one_line(f"{where}: {first.get('msg', 'invalid')}")},
+                            status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, e: StarletteHTTPException) -> JSONResponse:
