@@ -26,7 +26,7 @@ from ..model_formats import SHAPES
 from ..protection import status_line
 from .config import PSPConfig
 from .crypto import SecretBox
-from .db import IssuedNet, make_engine, make_sessionmaker
+from .db import POOL_SIZE, IssuedNet, make_engine, make_sessionmaker
 from .engine import GenerationEngine, Variant
 from .errors import ApiError
 from .issuance import Issuer, ZSampler
@@ -105,8 +105,9 @@ def create_app(service: PSPService) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> Iterator[None]:
-        # request threads mostly wait on the batcher; allow more of them than anyio's default 40
-        anyio.to_thread.current_default_thread_limiter().total_tokens = max(64, 2 * cfg.max_batch)
+        # sync routes run in anyio's thread pool, each holding a database connection: no more
+        # threads than the pool has connections (issuance itself waits on the event loop)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = POOL_SIZE
         log.info("verifier %s", describe_verifier(service.verifier, cfg))
         service.batcher.start()
         try:
@@ -189,10 +190,11 @@ def create_app(service: PSPService) -> FastAPI:
         return Response(status_code=204)
 
     @app.post("/v1/masknets", response_model=MaskNetOut, status_code=201, tags=["masknets"], responses=_ERRORS)
-    def request_masknet(c: Auth, body: MaskNetRequest | None = None) -> MaskNetOut:
+    async def request_masknet(c: Auth, body: MaskNetRequest | None = None) -> MaskNetOut:
         """Issue a new MaskNet for this account (subject to the account and client limits)."""
+        # async: the request waits for its micro-batch on the event loop, not in a pool thread
         body = body or MaskNetRequest()
-        return _net_out(service.request_net(c, service.variant(body.format, body.precision, body.shape)))
+        return _net_out(await service.request_net_async(c, service.variant(body.format, body.precision, body.shape)))
 
     @app.get("/v1/masknets", response_model=MaskNetList, tags=["masknets"], responses=_ERRORS)
     def list_masknets(c: Auth, include_retired: bool = False) -> MaskNetList:

@@ -9,10 +9,13 @@ import os
 import secrets
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 TOKEN_PREFIX = "hob_"
-KEY_ENV = "HYPEROBF_PSP_KEY"
+KEY_ENV = "HYPEROBF_PSP_KEY"  # comma-separated Fernet keys; wins over the key file (several servers: set it on all)
+MAGIC = b"hog1"  # AES-GCM blob marker (a Fernet token starts with "gAAAAA")
 
 
 def new_token() -> str:
@@ -29,8 +32,13 @@ def new_public_id() -> str:
 
 
 class SecretBox:
-    """Fernet encryption of z and model files. Several keys (comma-separated in the env var)
-    allow key rotation: the first encrypts, all decrypt."""
+    """Encryption of z and model files at rest. Several keys (comma-separated in the env var)
+    allow key rotation: the first encrypts, all decrypt.
+
+    New blobs are AES-256-GCM (``MAGIC`` + 12-byte nonce + ciphertext and tag), with a key
+    derived from each configured Fernet key: one pass of hardware AES over a model file, where
+    Fernet (AES-CBC + HMAC + base64) cost ~0.4 ms per 60 KB file, a fifth of an issuance's CPU.
+    Blobs written as Fernet tokens by earlier versions still decrypt."""
 
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
@@ -39,13 +47,24 @@ class SecretBox:
             self._f = MultiFernet([Fernet(k) for k in keys])
         except ValueError:
             raise ValueError("encryption key is not a valid Fernet key (32 url-safe base64 bytes)") from None
+        self._gcm = [AESGCM(hashlib.sha256(b"hyperobf-psp-aesgcm|" + k).digest()) for k in keys]
         # keyed hash of client addresses; derived so one secret configures the service
         self._mac_key = hashlib.sha256(b"hyperobf-psp-client|" + keys[0]).digest()
 
     def encrypt(self, data: bytes) -> bytes:
-        return self._f.encrypt(data)
+        nonce = os.urandom(12)  # random 96-bit nonces: safe far beyond 2^32 blobs per key
+        return MAGIC + nonce + self._gcm[0].encrypt(nonce, data, MAGIC)
 
     def decrypt(self, token: bytes) -> bytes:
+        token = bytes(token)
+        if token.startswith(MAGIC):
+            nonce, body = token[len(MAGIC):len(MAGIC) + 12], token[len(MAGIC) + 12:]
+            for gcm in self._gcm:
+                try:
+                    return gcm.decrypt(nonce, body, MAGIC)
+                except InvalidTag:
+                    continue
+            raise ValueError("stored secret cannot be decrypted with the configured key")
         try:
             return self._f.decrypt(token)
         except InvalidToken:

@@ -90,10 +90,18 @@ class IssuedNet(Base):
     )
 
 
+POOL_SIZE = 32
+
+
 def make_engine(url: str) -> Engine:
     """Engine for ``url``; SQLite gets WAL + a busy timeout so threads wait instead of failing."""
+    # Pools as large as the request threads that use them at once (api: REQUEST_THREADS): a pool
+    # smaller than that keeps opening and closing overflow connections under load (each one a
+    # PRAGMA round on SQLite, a TCP + SCRAM handshake on PostgreSQL), which cost more CPU than
+    # the queries themselves.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=POOL_SIZE,
+                               max_overflow=8)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -113,7 +121,9 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # (per worker process: N workers hold up to N * (POOL_SIZE + 8) connections; PostgreSQL's
+    # default max_connections is 100)
+    return create_engine(url, pool_size=POOL_SIZE, max_overflow=8, pool_pre_ping=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

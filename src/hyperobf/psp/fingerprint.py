@@ -25,6 +25,7 @@ from ..spec import MaskNetSpec
 
 PROBE_SEED = 0x5EED_0B5F
 STORE_DTYPE = np.float16
+CHUNK = 8  # nets per grouped-conv call (see Fingerprinter.__call__)
 
 
 def probe_images(n: int, size: int, seed: int = PROBE_SEED) -> np.ndarray:
@@ -75,8 +76,13 @@ class Fingerprinter:
 
     @torch.no_grad()
     def __call__(self, spec: MaskNetSpec, params: dict[str, torch.Tensor]) -> np.ndarray:
-        """Fingerprints (n, dim) float32 (numpy, CPU)."""
-        return (self.probe_delta(spec, params) @ self.proj).float().cpu().numpy()
+        """Fingerprints (n, dim) float32 (numpy, CPU), in chunks of CHUNK nets: past ~16 nets the
+        grouped conv's activations leave the cache and each net costs more (structure A on one
+        CPU core: 1.3 ms per net in chunks of 4–16, 2.6 ms in one batch of 32)."""
+        n = next(iter(params.values())).shape[0]
+        step = n if self.device.type == "cuda" else CHUNK  # (a GPU wants the whole batch at once)
+        return np.concatenate([(self.probe_delta(spec, {k: v[i:i + step] for k, v in params.items()}) @ self.proj)
+                               .float().cpu().numpy() for i in range(0, n, step)])
 
 
 def to_bytes(fp: np.ndarray) -> bytes:

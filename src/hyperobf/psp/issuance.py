@@ -92,10 +92,14 @@ class Issuer:
         Jobs whose net turns out, inside the locked recording transaction, to be too close to a
         net another worker recorded meanwhile go round again (fresh latents, same draw budget)."""
         try:
-            pending = list(jobs)
-            while pending:
+            with self.sessions() as s:
+                pending = self._precheck(s, jobs)  # refuse what the limits refuse before generating
+            if not self.index.last_id:
                 with self.sessions() as s:
-                    self.sync_index(s)  # most of the index, outside the lock; the rest is caught up inside
+                    self.sync_index(s)  # the first batch loads everything issued so far, outside the lock
+            while pending:
+                # the index holds every net up to this worker's last batch (added after its commit);
+                # what other workers recorded since is caught up inside the recording lock
                 self._draw(pending)
                 files = self._render([j for j in pending if not j.future.done()])
                 pending = self._record(self._seal(files))
@@ -113,6 +117,33 @@ class Issuer:
                 if not j.future.done():
                     j.future.set_exception(Unavailable("issuance failed; try again") if not isinstance(e, ApiError) else e)
         self.stats["batches"] += 1
+
+    def _precheck(self, s: Session, jobs: list[IssueJob]) -> list[IssueJob]:
+        """The limits (and a rotation's old net), read once for the batch without a lock: jobs
+        that would be refused anyway fail now, before any generation work. Returns the rest.
+        Only advisory: the recording transaction checks again, under the lock."""
+        now = utcnow()
+        acct = limits.accounts_usage(s, self.cfg, sorted({j.account_id for j in jobs}), now)
+        client = limits.clients_usage(s, self.cfg, sorted({j.client_hash for j in jobs}), now)
+        retiring = {j.retire for j in jobs if j.retire}
+        old = {r.model_id: r for r in s.execute(select(IssuedNet.model_id, IssuedNet.account_id, IssuedNet.retired_at)
+                                                .where(IssuedNet.model_id.in_(retiring)))} if retiring else {}
+        out = []
+        for j in jobs:
+            try:
+                if j.retire:
+                    row = old.get(j.retire)
+                    if row is None or row.account_id != j.account_id:
+                        raise NotFound(f"no MaskNet {j.retire} on this account")
+                    if row.retired_at is not None:
+                        raise Conflict(f"MaskNet {j.retire} is already retired")
+                a, c = acct[j.account_id], client[j.client_hash]
+                limits.check_usage(self.cfg, a, c, now, replacing=bool(j.retire))
+                limits.count_issue(a, c, now, replacing=bool(j.retire))
+                out.append(j)
+            except ApiError as e:
+                j.future.set_exception(e)
+        return out
 
     def _refuse(self, job: IssueJob) -> None:
         self.stats["refused_near_duplicate"] += 1
@@ -185,7 +216,7 @@ class Issuer:
             # the near-duplicate catch-up below, and ids allocated in commit order (sync_index
             # reads "id > last_id": an id committed out of order would never be loaded).
             serialize(s, ISSUANCE_LOCK)
-            news = self.sync_index(s)  # what other workers recorded since this batch's first sync
+            news = self.sync_index(s)  # what other workers recorded since this worker's last batch
             if news is not None and sealed and self.cfg.min_distance > 0:
                 fresh = NearestIndex(self.index.dim)
                 fresh.add(news)
@@ -196,17 +227,22 @@ class Issuer:
                 sealed = keep
             usage: dict = {}  # per account / client: read once per batch, then counted forward
             ids = sorted({x.job.account_id for x in sealed})
-            accounts = {a.id: a for a in s.execute(select(Account).where(Account.id.in_(ids))).scalars()}
-            for a in ids:
-                acc = accounts.get(a)
-                usage[("account", a)] = None if acc is None or acc.disabled else \
-                    limits.account_usage(s, self.cfg, a, now)
+            if ids:
+                enabled = set(s.scalars(select(Account.id).where(Account.id.in_(ids), Account.disabled.is_(False))))
+                for a, u in limits.accounts_usage(s, self.cfg, ids, now).items():
+                    usage[("account", a)] = u if a in enabled else None
+                clients = sorted({x.job.client_hash for x in sealed})
+                usage.update({("client", c): u for c, u in limits.clients_usage(s, self.cfg, clients, now).items()})
             for x in sealed:
                 try:  # every check raises before this job writes anything: no savepoint needed
                     done.append((x.job, self._record_one(s, usage, x, now)))
                 except ApiError as e:
                     x.job.future.set_exception(e)
-        # only after the commit is a net really issued
+        # Only after the commit is a net really issued. Its fingerprint joins the index now: the
+        # lock was held from the catch-up to the commit, so no other worker's id lies in between.
+        if done:
+            stored = np.stack([from_bytes(r.fingerprint) for _, r in done])  # as stored (float16), as others load it
+            self.index.add(stored, last_id=max(r.id for _, r in done))
         for job, row in done:
             self.stats["nets"] += 1
             job.future.set_result(row)
@@ -217,8 +253,6 @@ class Issuer:
         akey, ckey = ("account", job.account_id), ("client", job.client_hash)
         if usage[akey] is None:
             raise Forbidden("account is disabled")
-        if ckey not in usage:
-            usage[ckey] = limits.client_usage(s, self.cfg, job.client_hash, now)
         old = None
         if job.retire:
             old = s.execute(select(IssuedNet).where(IssuedNet.model_id == job.retire,

@@ -3,10 +3,11 @@ and restarts). The thesis's strongest attacker registers many devices to collect
 (§5.4): per-account limits bound what one account collects, per-client-address limits bound
 how many accounts and nets one address collects.
 
-Checked twice per request: a cheap pre-check in the request thread (refuse before any
-generation work) and the authoritative check inside the transaction that records the net.
-There the usage of each account / client is read once per batch and then counted forward in
-memory as the batch's nets are recorded (the transaction holds the locks, see issuance).
+Checked twice per request, both times per micro-batch: a pre-check before any generation work
+(one read of the batch's accounts and clients) and the authoritative check inside the
+transaction that records the nets. Each time the usage of every account / client of the batch
+is read in one GROUP BY query and then counted forward in memory as the batch's nets are
+checked or recorded (the recording transaction holds the lock, see issuance).
 """
 
 from __future__ import annotations
@@ -55,6 +56,29 @@ def account_usage(s: Session, cfg: PSPConfig, account_id: int, now: dt.datetime)
         select(func.min(IssuedNet.issued_at)).where(*window).scalar_subquery(),
     )).one()
     return AccountUsage(int(row[0] or 0), int(row[1] or 0), row[2])
+
+
+def accounts_usage(s: Session, cfg: PSPConfig, account_ids: list[int], now: dt.datetime) -> dict[int, AccountUsage]:
+    """account_usage for several accounts in one GROUP BY query (the batcher's per-batch read)."""
+    since = now - dt.timedelta(seconds=cfg.account_window_s)
+    in_window = IssuedNet.issued_at >= since
+    rows = s.execute(select(
+        IssuedNet.account_id, func.count().filter(IssuedNet.retired_at.is_(None)), func.count().filter(in_window),
+        func.min(IssuedNet.issued_at).filter(in_window),
+    ).where(IssuedNet.account_id.in_(account_ids)).group_by(IssuedNet.account_id)).all()
+    out = {a: AccountUsage(0, 0, None) for a in account_ids}
+    out.update({r[0]: AccountUsage(int(r[1] or 0), int(r[2] or 0), r[3]) for r in rows})
+    return out
+
+
+def clients_usage(s: Session, cfg: PSPConfig, client_hashes: list[str], now: dt.datetime) -> dict[str, ClientUsage]:
+    """client_usage for several client addresses in one GROUP BY query."""
+    since = now - dt.timedelta(seconds=cfg.client_window_s)
+    rows = s.execute(select(IssuedNet.client_hash, func.count(), func.min(IssuedNet.issued_at)).where(
+        IssuedNet.client_hash.in_(client_hashes), IssuedNet.issued_at >= since).group_by(IssuedNet.client_hash)).all()
+    out = {c: ClientUsage(0, None) for c in client_hashes}
+    out.update({r[0]: ClientUsage(int(r[1] or 0), r[2]) for r in rows})
+    return out
 
 
 def client_usage(s: Session, cfg: PSPConfig, client_hash: str, now: dt.datetime) -> ClientUsage:

@@ -7,6 +7,7 @@ indistinguishable from a net that does not exist (404).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -77,17 +78,19 @@ class PSPService:
     def authenticate(self, token: str | None, client: str) -> Caller:
         if not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        # plain columns, not ORM objects: this runs on every request
         with self.sessions() as s:
-            row = s.execute(select(Token, Account).join(Account).where(
+            row = s.execute(select(Token.id, Token.revoked_at, Token.expires_at, Account.id, Account.public_id,
+                                   Account.disabled).join(Account, Token.account_id == Account.id).where(
                 Token.token_sha256 == token_hash(token))).one_or_none()
         if row is None:
             raise Unauthorized("invalid token")
-        tok, account = row
-        if tok.revoked_at is not None or tok.expires_at <= utcnow():
+        token_id, revoked_at, expires_at, account_id, public_id, disabled = row
+        if revoked_at is not None or expires_at <= utcnow():
             raise Unauthorized("token revoked or expired")
-        if account.disabled:
+        if disabled:
             raise Forbidden("account is disabled")
-        return Caller(account.id, account.public_id, tok.id, self.box.client_hash(client))
+        return Caller(account_id, public_id, token_id, self.box.client_hash(client))
 
     def rotate_token(self, caller: Caller) -> tuple[str, dt.datetime]:
         now = utcnow()
@@ -118,18 +121,31 @@ class PSPService:
             raise BadRequest(str(e)) from None
         return v
 
+    def submit_net(self, caller: Caller, variant: Variant, retire: str | None = None) -> IssueJob:
+        """Queue an issuance (and the retirement of ``retire``, for rotation). The limits and the
+        old net are checked by the batcher, once per micro-batch, before any generation work."""
+        return self.batcher.submit(IssueJob(caller.account_id, caller.client_hash, variant, retire))
+
     def request_net(self, caller: Caller, variant: Variant, retire: str | None = None) -> IssuedNet:
-        """Issue a net (and retire ``retire``, for rotation); blocks until the batch is recorded."""
-        with self.sessions() as s:  # cheap pre-check: refuse before any generation work
-            if retire is not None:
-                self._own(s, caller, retire, active=True)
-            limits.check_issue(s, self.cfg, caller.account_id, caller.client_hash, utcnow(),
-                               replacing=retire is not None)
-        job = self.batcher.submit(IssueJob(caller.account_id, caller.client_hash, variant, retire))
+        """Issue a net; blocks until the batch is recorded."""
+        job = self.submit_net(caller, variant, retire)
         try:
             row = job.future.result(timeout=self.cfg.request_timeout_s)
         except TimeoutError:
             raise Unavailable("issuance timed out; try again") from None
+        return self._issued(caller, row, retire)
+
+    async def request_net_async(self, caller: Caller, variant: Variant, retire: str | None = None) -> IssuedNet:
+        """request_net for the event loop: waits without holding a thread. The shield keeps a
+        timed-out or disconnected request from cancelling the job the batcher still resolves."""
+        job = self.submit_net(caller, variant, retire)
+        try:
+            row = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), self.cfg.request_timeout_s)
+        except TimeoutError:
+            raise Unavailable("issuance timed out; try again") from None
+        return self._issued(caller, row, retire)
+
+    def _issued(self, caller: Caller, row: IssuedNet, retire: str | None) -> IssuedNet:
         log.info("masknet %s issued to account %s (draws %d)%s", row.model_id, caller.public_id, row.draws,
                  f", replacing {retire}" if retire else "")
         return row
