@@ -90,15 +90,15 @@ class IssuedNet(Base):
     )
 
 
-POOL_SIZE = 32
+POOL_SIZE = 16  # connections kept per worker process (+ 8 overflow)
+REQUEST_THREADS = 8  # api: anyio pool threads for the sync routes (each holds at most one connection)
 
 
 def make_engine(url: str) -> Engine:
     """Engine for ``url``; SQLite gets WAL + a busy timeout so threads wait instead of failing."""
-    # Pools as large as the request threads that use them at once (api: REQUEST_THREADS): a pool
-    # smaller than that keeps opening and closing overflow connections under load (each one a
-    # PRAGMA round on SQLite, a TCP + SCRAM handshake on PostgreSQL), which cost more CPU than
-    # the queries themselves.
+    # Pools larger than the request threads plus the batcher that use them at once: a pool smaller
+    # than that keeps opening and closing overflow connections under load (each one a PRAGMA round
+    # on SQLite, a TCP + SCRAM handshake on PostgreSQL), which cost more CPU than the queries.
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=POOL_SIZE,
                                max_overflow=8)

@@ -23,7 +23,7 @@ from .crypto import SecretBox, new_public_id, new_token, token_hash
 from .db import REGISTRATION_LOCK, Account, IssuedNet, Token, serialize, utcnow, write_session
 from .engine import GenerationEngine, Variant
 from .errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized, Unavailable
-from .issuance import IssueJob, Issuer
+from .issuance import IssueJob, Issuer, token_problem
 from .verify import VerificationError, Verifier
 
 log = logging.getLogger("hyperobf.psp")
@@ -86,10 +86,9 @@ class PSPService:
         if row is None:
             raise Unauthorized("invalid token")
         token_id, revoked_at, expires_at, account_id, public_id, disabled = row
-        if revoked_at is not None or expires_at <= utcnow():
-            raise Unauthorized("token revoked or expired")
-        if disabled:
-            raise Forbidden("account is disabled")
+        problem = token_problem(revoked_at, expires_at, disabled, utcnow())
+        if problem is not None:
+            raise problem
         return Caller(account_id, public_id, token_id, self.box.client_hash(client))
 
     def rotate_token(self, caller: Caller) -> tuple[str, dt.datetime]:
@@ -135,15 +134,17 @@ class PSPService:
             raise Unavailable("issuance timed out; try again") from None
         return self._issued(caller, row, retire)
 
-    async def request_net_async(self, caller: Caller, variant: Variant, retire: str | None = None) -> IssuedNet:
-        """request_net for the event loop: waits without holding a thread. The shield keeps a
-        timed-out or disconnected request from cancelling the job the batcher still resolves."""
-        job = self.submit_net(caller, variant, retire)
+    async def issue_with_token(self, token: str, client: str, variant: Variant) -> IssuedNet:
+        """POST /v1/masknets on the event loop: the batcher checks the token (one query per
+        micro-batch) and the request waits without holding a thread. The shield keeps a timed-out
+        or disconnected request from cancelling the job the batcher still resolves."""
+        job = self.batcher.submit(IssueJob(None, self.box.client_hash(client), variant, token_sha256=token_hash(token)))
         try:
             row = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), self.cfg.request_timeout_s)
         except TimeoutError:
             raise Unavailable("issuance timed out; try again") from None
-        return self._issued(caller, row, retire)
+        log.info("masknet %s issued to account %s (draws %d)", row.model_id, job.public_id, row.draws)
+        return row
 
     def _issued(self, caller: Caller, row: IssuedNet, retire: str | None) -> IssuedNet:
         log.info("masknet %s issued to account %s (draws %d)%s", row.model_id, caller.public_id, row.draws,
