@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -245,7 +246,7 @@ def _run(args: argparse.Namespace, work: Path) -> None:
     try:
         from benchmarks.bench_psp_plot import plot_load
 
-        print(f"plot: {plot_load(payload, path.with_suffix('.png'))}")
+        print(f"plot: {plot_load(json.loads(path.read_text()), path.with_suffix('.png'))}")  # (with the machine stamp)
     except ImportError as e:  # matplotlib is optional for the numbers
         print(f"no plot ({e})")
     print_table(runs, ["structure", "variant", "workers", "issued", "errors", "throughput_rps", "p50_ms", "p99_ms",

@@ -12,6 +12,10 @@ import typer
 from .common import errors_as_one_line, fail
 
 DEFAULT_DB = "sqlite:///psp.db"
+# Idle keep-alive connections are closed after this long. uvicorn's 5 s made a pooled client
+# connection, idle for a few seconds under load, race the server's close: one request in ~3,000
+# failed with a connection reset in the 60 s load test. Longer than common proxies' 60 s idle timeout.
+KEEP_ALIVE_S = 75
 
 
 def _default_key_file(db_url: str) -> str:
@@ -84,7 +88,8 @@ def serve(
     logging.getLogger("hyperobf.psp").info(
         "serving %s HyperNet %s on http://%s:%d (db %s)", service.engine.spec.name,
         service.engine.hypernet_sha256[:12], host, port, shown_db)
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level.lower())
+    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level.lower(),
+                timeout_keep_alive=KEEP_ALIVE_S)
 
 
 def _serve_workers(cfg, host: str, port: int, workers: int, log_level: str, shown_db: str) -> None:  # noqa: ANN001
@@ -120,4 +125,4 @@ def _serve_workers(cfg, host: str, port: int, workers: int, log_level: str, show
     logging.getLogger("hyperobf.psp").info("serving on http://%s:%d with %d workers (db %s)", host, port, workers,
                                            shown_db)
     uvicorn.run("hyperobf.psp.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level.lower())
+                log_level=log_level.lower(), timeout_keep_alive=KEEP_ALIVE_S)
