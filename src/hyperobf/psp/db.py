@@ -85,7 +85,8 @@ class IssuedNet(Base):
     account: Mapped[Account] = relationship(back_populates="masknets")
 
     __table_args__ = (
-        Index("ix_masknets_account_issued", "account_id", "issued_at"),
+        # covers the per-account limit counts (active and in-window) without reading rows (migration 0002)
+        Index("ix_masknets_account_usage", "account_id", "issued_at", "retired_at"),
         Index("ix_masknets_client_issued", "client_hash", "issued_at"),
     )
 
