@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from runtime_support import build_model
-from web_support import canonical, f64hex, image_array, run_node, tampered_models
+from web_support import canonical, f64hex, image_array, raw_file, run_node, tampered_models
 
 
 def test_canonical_json_and_float_repr_match_python(tmp_path):
@@ -197,10 +197,8 @@ def test_resize_matches_pillow_exactly(tmp_path):
     jobs, refs = [], []
     for i, (sw, sh, dw, dh) in enumerate(cases):
         a = image_array(rng, sh, sw)
-        src = tmp_path / f"src{i}.u8"
-        src.write_bytes(a.tobytes())
         gap = None if (dw >= sw and dh >= sh) else 3.0
-        jobs.append({"op": "resize", "src": str(src), "sw": sw, "sh": sh, "ch": 3, "dw": dw, "dh": dh, "gap": gap,
+        jobs.append({"op": "resize", "src": raw_file(tmp_path, f"src{i}.u8", a), "sw": sw, "sh": sh, "ch": 3, "dw": dw, "dh": dh, "gap": gap,
                      "out": str(tmp_path / f"out{i}.u8")})
         refs.append(np.asarray(Image.fromarray(a).resize((dw, dh), Image.BILINEAR, reducing_gap=gap)))
     run_node(jobs, tmp_path)
@@ -220,9 +218,8 @@ def test_delta_add_matches_python_exactly(tmp_path):
                                               (640, 480, 256, 192, 0.25), (256, 192, 256, 192, 0.03)]):
         img = image_array(rng, h, w)
         d = (np.tanh(rng.normal(0, 1, (dh, dw, 3))) * rho).astype(np.float32)
-        (tmp_path / f"img{i}.u8").write_bytes(img.tobytes())
-        (tmp_path / f"d{i}.f32").write_bytes(d.tobytes())
-        jobs.append({"op": "add_upsampled", "img": str(tmp_path / f"img{i}.u8"), "delta": str(tmp_path / f"d{i}.f32"),
+        jobs.append({"op": "add_upsampled", "img": raw_file(tmp_path, f"img{i}.u8", img),
+                     "delta": raw_file(tmp_path, f"d{i}.f32", d),
                      "w": w, "h": h, "dw": dw, "dh": dh, "out": str(tmp_path / f"o{i}.u8")})
         refs.append(np.asarray(add_upsampled(Image.fromarray(img), d)))
     run_node(jobs, tmp_path)
@@ -240,9 +237,7 @@ def test_dssim_readout_matches_kornia(tmp_path):
     rng = np.random.default_rng(4)
     a = image_array(rng, 150, 200)
     b = np.clip(a.astype(int) + rng.integers(-6, 7, a.shape), 0, 255).astype(np.uint8)
-    (tmp_path / "a.u8").write_bytes(a.tobytes())
-    (tmp_path / "b.u8").write_bytes(b.tobytes())
-    got = run_node([{"op": "ssim", "a": str(tmp_path / "a.u8"), "b": str(tmp_path / "b.u8"), "w": 200, "h": 150,
+    got = run_node([{"op": "ssim", "a": raw_file(tmp_path, "a.u8", a), "b": raw_file(tmp_path, "b.u8", b), "w": 200, "h": 150,
                      "window": 112}], tmp_path)[0]
     ta = torch.from_numpy(a.transpose(2, 0, 1)[None].astype(np.float32) / 255)
     tb = torch.from_numpy(b.transpose(2, 0, 1)[None].astype(np.float32) / 255)
@@ -268,9 +263,8 @@ def test_budget_rule_matches_python(tmp_path):
                                                      (192, 256, 0.017, 0.25, 0.2), (120, 100, 0.012, 0.03, 0.001)]):
         rgb = image_array(rng, h, w)
         d = (np.tanh(rng.normal(0, 1.5, (h, w, 3))) * amp).astype(np.float32)
-        (tmp_path / f"rgb{i}.u8").write_bytes(rgb.tobytes())
-        (tmp_path / f"d{i}.f32").write_bytes(d.tobytes())
-        jobs.append({"op": "budget", "rgb": str(tmp_path / f"rgb{i}.u8"), "delta": str(tmp_path / f"d{i}.f32"), "w": w,
+        jobs.append({"op": "budget", "rgb": raw_file(tmp_path, f"rgb{i}.u8", rgb),
+                     "delta": raw_file(tmp_path, f"d{i}.f32", d), "w": w,
                      "h": h, "rho": rho, "rho_pixel": rho_pixel, "window": 112, "out": str(tmp_path / f"o{i}.f32")})
         x = (rgb.astype(np.float32) * np.float32(1 / 255)).transpose(2, 0, 1)[None]
         fitted, s, dw = fit_budget_windows(x, d.transpose(2, 0, 1)[None], rho, rho_pixel, 112)

@@ -163,6 +163,13 @@ def start_servers(rec: Recorder, model_bytes: bytes) -> tuple[http.server.Thread
         threading.Thread(target=s.serve_forever, daemon=True).start()
     return static, proxy
 
+def raw_file(d: Path, name: str, arr: np.ndarray) -> str:
+    """Write ``arr``'s raw bytes (what web/'s node jobs read: .u8 / .f32) to d/name; returns the path as str."""
+    path = d / name
+    path.write_bytes(arr.tobytes())
+    return str(path)
+
+
 def image_array(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A photo-like test image: smooth gradients, edges and noise (uint8, h × w × 3)."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ..refiner_meta import DEFAULT_STEP
 from ..train.feature import identity_centroids
 from ..train.losses import dssim
+from .counters import get_counter
 from .fr import CentroidAttacker, Job
 from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable
 from .report import machine
@@ -146,8 +147,6 @@ class Frontier:
             out["per_user"][f"{name}/gallery"] = [r["acc"] for r in self.gallery[name].run(
                 [Job(u, p) for u, p in enumerate(protected)])]
         for c in self.cfg.counters:  # the attacker first transforms the protected uploads (JPEG, resize, ...)
-            from .counters import get_counter
-
             pc = [get_counter(c)(p) for p in protected]
             for name in self.embedders:
                 out["per_user"][f"{name}/query+{c}"] = [self.query[name].identified(u, p) for u, p in enumerate(pc)]
