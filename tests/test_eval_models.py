@@ -140,3 +140,41 @@ def test_invnet_mirrors_masknet_and_restores_a_fixed_perturbation():
         err_before = (xp - x).abs().mean()
         err_after = (inv(xp) - x).abs().mean()
     assert err_after < 0.5 * err_before
+
+
+def test_attacker_shift_translates_each_image_and_keeps_banks_aligned():
+    from hyperobf.eval.fr import _shift
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 5, 3, 16, 16)
+    assert _shift(x, 0, g) is x
+    y = _shift(x, 3, g)
+    assert y.shape == x.shape
+    pad = torch.nn.functional.pad(x.flatten(0, 1), (3,) * 4, mode="reflect").view(2, 5, 3, 22, 22)
+    moved = 0
+    for i in range(5):  # each image is one 16x16 window of its reflect-padded self, the same for both models
+        hits = [(dy, dx) for dy in range(7) for dx in range(7)
+                if torch.equal(pad[0, i, :, dy:dy + 16, dx:dx + 16], y[0, i])]
+        assert hits and torch.equal(pad[1, i, :, hits[0][0]:hits[0][0] + 16, hits[0][1]:hits[0][1] + 16], y[1, i])
+        moved += hits[0] != (3, 3)
+    assert moved  # not all at the centre
+
+
+def test_invnet_training_perturbation_obeys_the_budget_rule():
+    from hyperobf.eval.invnet import _perturb
+    from hyperobf.models.masknet import MaskNet
+    from hyperobf.spec import builtin_spec
+    from hyperobf.train.losses import dssim
+
+    spec = builtin_spec("tiny", rho_pixel=0.05)
+    torch.manual_seed(0)
+    net = MaskNet(spec)
+    with torch.no_grad():
+        net.proj.bias.copy_(torch.tensor([3.0, -3.0, 3.0]))  # |δ| at the clip: far over a small DSSIM budget
+    params = {k: v.detach()[None] for k, v in net.state_dict().items()}
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
+    free, _ = _perturb(spec, params, x, torch.Generator().manual_seed(2))
+    fit, xs = _perturb(spec, params, x, torch.Generator().manual_seed(2), budget=(0.002, 0.05))
+    assert float(dssim(free, xs).max()) > 0.002
+    assert float(dssim(fit, xs).max()) <= 0.002
+    assert torch.equal(fit, (fit * 255).round() / 255)  # 8-bit, as the device writes it

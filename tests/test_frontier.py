@@ -109,12 +109,14 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     ck.write_bytes(tiny_checkpoint.read_bytes())
     r = CliRunner().invoke(app, ["eval", "frontier", "--scale", "tiny", "--uploads", "2", "--limit-steps", "1",
                                  "--limit-max-steps", "2", "--hybrid-k", "0,1", "--rho", "0.01", "--checkpoint", str(ck),
-                                 "--counters", "jpeg75", "--resnet-scratch",
+                                 "--counters", "jpeg75", "--resnet-scratch", "--inversion", "1",
                                  "--faces", str(faces), "--models", str(models), "--out", str(tmp_path / "f")])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "f" / "frontier.json").read_text())
     kinds = {row["protector"].split(":")[0].split(" ")[0] for row in res["rows"]}
     assert {"clean", "net", "hybrid", "limit-untargeted", "limit-targeted"} <= kinds
+    inverted = [row for row in res["rows"] if row["protector"].endswith("inverted (1 held)")]
+    assert len(inverted) == 1 and inverted[0]["held_nets"] == 1 and "resnet18-scratch/gallery" in inverted[0]["acc"]
     assert all(row["dssim_max"] <= 0.01 for row in res["rows"] if row["rho"])
     assert {"mobilefacenet/query+jpeg75", "mobilefacenet/gallery+jpeg75", "resnet18-scratch/gallery"} <= set(res["attackers"])
     assert all("resnet18-scratch/gallery" in row["acc"] for row in res["rows"])  # every row without --resnet-rho

@@ -149,6 +149,7 @@ def frontier(
     resnet_scratch: Annotated[bool, typer.Option("--resnet-scratch", help="Also attack with a ResNet-18 trained from scratch on the uploads (slow on a CPU).")] = False,
     resnet_rho: Annotated[Optional[str], typer.Option(help="Budgets at which the ResNets attack (default: every --rho).")] = None,
     counters: Annotated[str, typer.Option(help="Counters the embedders' attackers also apply to the protected uploads first, comma-separated: jpeg75, resize50, gray+jpeg10, blur (or 'none').")] = "none",
+    inversion: Annotated[str, typer.Option(help="Inversion attacker (E3/E4): how many nets of the same HyperNet it holds, comma-separated, e.g. 1,2,3 (or 'none'); at the ResNets' budgets.")] = "none",
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
     faces: Annotated[Optional[Path], typer.Option(help="Faces root (default ../shared/data/faces).", file_okay=False)] = None,
     models: Annotated[Optional[Path], typer.Option(help="Models root (default ../shared/models).", file_okay=False)] = None,
@@ -190,11 +191,16 @@ def frontier(
         counter_names = () if counters.strip() == "none" else tuple(c.strip() for c in counters.split(",") if c.strip())
         for c in counter_names:
             get_counter(c)  # unknown names fail here, before any attacker is trained
+        held = () if inversion.strip() == "none" else tuple(int(v) for v in _floats(inversion, "--inversion"))
+        if any(n < 1 for n in held):
+            raise ValueError("--inversion: held-net counts must be >= 1")
+        if held and not checkpoint:
+            raise ValueError("--inversion needs a --checkpoint (it inverts that HyperNet's nets)")
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        cfg = FrontierConfig(counters=counter_names, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
+        cfg = FrontierConfig(counters=counter_names, inversion=held, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
                              limit_tol=limit_tol, limit_lr=limit_lr, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,

@@ -52,6 +52,17 @@ def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(coin.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+def _shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translations by up to ``pad`` pixels (reflect-padded crop), one offset per image;
+    x: (m, B, 3, H, W). The models of a bank share each image's offset (they share its order too)."""
+    if pad <= 0:
+        return x
+    m, b, c, h, w = x.shape
+    xp = F.pad(x.reshape(m * b, c, h, w), (pad,) * 4, mode="reflect").view(m, b, c, h + 2 * pad, w + 2 * pad)
+    off = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen).tolist()
+    return torch.stack([xp[:, i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(off)], 1)
+
+
 def pretrain_trunk(public_x: torch.Tensor, public_y: torch.Tensor, scale, device: torch.device, seed: int) -> dict:
     """Train one ResNet-18 on the public identities; returns its trunk state (CPU tensors)."""
     keep = public_y >= 0
@@ -141,6 +152,10 @@ class ResNetAttacker:
         n_all, b = nd + no, sc.fr_batch
         steps = max(1, math.ceil(n_all / b))
         opt = torch.optim.AdamW(net.parameters(), lr=sc.fr_lr, weight_decay=5e-4)
+        # One-cycle: warm up, then anneal to ~0 by the last epoch (a from-scratch net on ~500 faces
+        # needs the annealed end; a constant rate stops while still noisy).
+        sched = (torch.optim.lr_scheduler.OneCycleLR(opt, sc.fr_lr, total_steps=steps * sc.fr_epochs)
+                 if sc.fr_onecycle else None)
         gen = torch.Generator().manual_seed(self.seed + 1)
         test = [self.targets[j.user].test for j in jobs]
         best_val = torch.full((m,), -1.0)
@@ -159,12 +174,15 @@ class ResNetAttacker:
                 x = torch.where(is_d.view(1, -1, 1, 1, 1), xd.unsqueeze(0), xo)
                 y = torch.where(is_d.unsqueeze(0), self.d_y[idx.clamp(max=nd - 1)].unsqueeze(0), own_y[:, (idx - nd).clamp(min=0)])
                 x = _flip(x.transpose(0, 1), gen).transpose(0, 1)
+                x = _shift(x, sc.fr_shift, gen)
                 with _autocast(dev):
                     logits = net(x)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum") / len(idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # sum over models: each model's gradient is its own mean loss
                 opt.step()
+                if sched is not None:
+                    sched.step()
             val, tgt = self._evaluate(net, test)
             for k in range(m):
                 if val[k] >= best_val[k]:  # >=: among equal validation, the later (more trained) epoch

@@ -7,6 +7,8 @@ Protectors (the ``protector`` field; ``method`` stays the PSP's training source)
   embedder, with the stopping rule (:mod:`.limit`);
 * ``hybrid:<name> K=k`` — the user's net gives δ₀, then k signed-gradient steps against the
   refinement embedder (the one that could ship on the device), under the budget rule.
+* ``net:<name> inverted (n held)`` (``--inversion``) — the net's uploads after the attacker's InvNet,
+  trained on n nets of the same HyperNet that it holds (:mod:`.frontier_inversion`; E3/E4).
 
 Data: the evaluation's CelebA split (targets, distractors; :mod:`.splits`). Each target uploads
 ``uploads`` protected photos and keeps its clean test photos. Attackers and protocols:
@@ -40,6 +42,7 @@ from ..train.feature import identity_centroids
 from ..train.losses import dssim
 from .counters import get_counter
 from .fr import CentroidAttacker, Job
+from .frontier_inversion import inversion_rows
 from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable
 from .report import machine
 from .stats import summary
@@ -63,6 +66,7 @@ class FrontierConfig:
     resnet_scratch: bool = False  # ResNet-18 trained from scratch on distractors + uploads
     resnet_rhos: tuple[float, ...] = ()  # budgets at which the ResNets attack (empty: all); costly on a CPU
     counters: tuple[str, ...] = ()  # eval.counters names: the embedders also see the uploads after each
+    inversion: tuple[int, ...] = ()  # held-net counts of the inversion attacker (E3/E4), at the ResNets' budgets
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -255,8 +259,11 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
         x = [u.float() / 255.0 for u in fr.uploads]
         for name, rho_pixel, deltas, ck in nets:
             t = time.perf_counter()
-            add(f"net:{name}", rho, [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, deltas)],
-                time.perf_counter() - t, checkpoint=str(ck))
+            own = [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, deltas)]
+            add(f"net:{name}", rho, own, time.perf_counter() - t, checkpoint=str(ck))
+            if cfg.inversion and (not cfg.resnet_rhos or rho in cfg.resnet_rhos):
+                for protector, restored, secs, extra in inversion_rows(fr, ck, name, rho, own, cfg.inversion):
+                    add(protector, rho, restored, secs, **extra)
             if cfg.hybrid_k and any(k > 0 for k in cfg.hybrid_k):
                 if name not in hybrid_cache:  # the steps do not depend on ρ: computed once, fitted per ρ
                     t = time.perf_counter()

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..models.masknet import apply_batched
 from ..spec import MaskNetSpec
+from .limit import fit_budget
 
 
 class InvNet(nn.Module):
@@ -55,8 +56,10 @@ class InvNet(nn.Module):
         return (x + self.amplitude * torch.tanh(h)).clamp(0.0, 1.0)
 
 
-def _perturb(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each image of x (B, 3, H, W) through one of the n held nets (balanced, shuffled)."""
+def _perturb(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor, gen: torch.Generator,
+             budget: tuple[float, float] | None = None) -> torch.Tensor:
+    """Each image of x (B, 3, H, W) through one of the n held nets (balanced, shuffled); with
+    ``budget`` = (ρ, ρ_pixel) under the device's budget rule, as the attacker's copy of the tool does."""
     n = next(iter(params.values())).shape[0]
     b = x.shape[0] - x.shape[0] % n
     x = x[:b]
@@ -64,12 +67,15 @@ def _perturb(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor
     y = apply_batched(spec, params, x[perm].view(n, b // n, *x.shape[1:])).flatten(0, 1)
     out = torch.empty_like(y)
     out[perm] = y
+    if budget is not None:
+        out = fit_budget(x, out - x, *budget)
     return out, x
 
 
 def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch.Tensor, scale,
-                 device: torch.device, seed: int) -> InvNet:
-    """Train an InvNet on public faces (N, 3, S, S) uint8 perturbed by the held nets {name: (n, ...)}."""
+                 device: torch.device, seed: int, budget: tuple[float, float] | None = None) -> InvNet:
+    """Train an InvNet on public faces (N, 3, S, S) uint8 perturbed by the held nets {name: (n, ...)}
+    (under the budget rule (ρ, ρ_pixel) when ``budget`` is given)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     held = {k: v.detach().to(device) for k, v in held.items()}
@@ -77,7 +83,7 @@ def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch
     with torch.no_grad():  # the attacker measures its nets' perturbation size by running them
         probe = public[:64].to(device).float() / 255.0
         probe = probe.repeat(math.ceil(n / len(probe)), 1, 1, 1)
-        y, x = _perturb(spec, held, probe, gen)
+        y, x = _perturb(spec, held, probe, gen, budget)
         amp = max(2.0 * float((y - x).abs().max()), 1e-3)
     net = InvNet(spec, amp).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=scale.inv_lr)
@@ -93,7 +99,7 @@ def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch
             if len(idx) < n:
                 continue
             with torch.no_grad():
-                xp, x = _perturb(spec, held, pub[idx].float() / 255.0, gen)
+                xp, x = _perturb(spec, held, pub[idx].float() / 255.0, gen, budget)
             loss = F.l1_loss(net(xp), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -36,6 +36,8 @@ class EvalScale:
     fr_patience: int = 2
     fr_batch: int = 64  # images per model per step
     fr_lr: float = 1e-3
+    fr_shift: int = 0  # random-translation augmentation (pixels; 0 = flips only)
+    fr_onecycle: bool = False  # one-cycle learning rate over fr_epochs (else constant)
     fr_bank: int = 10  # FR models trained at once (grouped conv; on CPU one at a time is faster)
     # --- InvNet ----------------------------------------------------------------------------
     inv_epochs: int = 8

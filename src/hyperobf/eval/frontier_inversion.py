@@ -1,0 +1,51 @@
+"""Inversion attacks on the frontier (issue 13's E3/E4 for a trained checkpoint's nets).
+
+The attacker opens accounts of its own, so it holds ``n`` nets of the same HyperNet (z's no target
+user has), runs them under the device's budget rule on its public faces, trains an InvNet
+(protected -> original, :mod:`.invnet`) and restores each target's protected uploads before its
+recognisers see them. ``n`` = 1 is the thesis's mix-inversion cell (E3: an InvNet of another
+user's net), ``n`` = 1, 2, 3 its held-nets attack (E4). The restored uploads go through every
+attacker of the frontier, so each row sits beside the net's own row at the same ρ.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .invnet import restore, train_invnet
+from .limit import quantise
+
+
+@torch.no_grad()
+def _held_params(checkpoint: str, n: int, seed: int) -> tuple[object, dict[str, torch.Tensor]]:
+    """(spec, n nets' batched weights) for the attacker's own accounts."""
+    from ..train.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    src = loaded.source.eval()
+    # The targets' z come from seed + 1 (Frontier.net_deltas); the attacker's from its own stream.
+    z = torch.randn(n, src.z_dim, generator=torch.Generator().manual_seed(seed + 977))
+    return loaded.spec, {k: v.detach() for k, v in src.issue(z).items()}
+
+
+def inversion_rows(fr, checkpoint: str, name: str, rho: float, protected: list[torch.Tensor],
+                   counts: tuple[int, ...]) -> Iterator[tuple[str, list[torch.Tensor], float, dict]]:
+    """(protector, restored uploads per user, seconds, extra) per held count.
+
+    ``protected[u]``: user u's uploads through its own net under the budget rule, (n, 3, S, S) float
+    on the 8-bit grid. The restored uploads are rounded to 8 bits again (the attacker stores them).
+    """
+    ctx = fr.ctx
+    for n in sorted(set(counts)):
+        t = time.perf_counter()
+        spec, held = _held_params(checkpoint, n, fr.cfg.seed)
+        with torch.enable_grad():  # the attacker trains (the frontier measures under no_grad)
+            inv = train_invnet(spec, held, ctx.data.public.images, ctx.scale, ctx.device, fr.cfg.seed + 300 + n,
+                               budget=(rho, spec.rho_pixel))
+        restored = [quantise(restore(inv, p)) for p in protected]
+        yield (f"net:{name} inverted ({n} held)", restored, time.perf_counter() - t,
+               {"checkpoint": str(Path(checkpoint)), "held_nets": n, "invnet_epochs": ctx.scale.inv_epochs})
