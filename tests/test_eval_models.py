@@ -178,3 +178,14 @@ def test_invnet_training_perturbation_obeys_the_budget_rule():
     assert float(dssim(free, xs).max()) > 0.002
     assert float(dssim(fit, xs).max()) <= 0.002
     assert torch.equal(fit, (fit * 255).round() / 255)  # 8-bit, as the device writes it
+
+
+def test_scale_overrides_are_checked_and_typed():
+    from hyperobf.cli.common import parse_sets
+    from hyperobf.eval.scales import get_scale
+
+    sc = get_scale("reduced", **parse_sets(["fr_epochs=30", "fr_onecycle=true", "held_counts=[1, 3]"]))
+    assert (sc.fr_epochs, sc.fr_onecycle, sc.held_counts) == (30, True, (1, 3))
+    assert get_scale("reduced").fr_epochs == 10  # the table itself is untouched
+    with pytest.raises(ValueError, match="unknown scale setting"):
+        get_scale("reduced", fr_epochz=3)

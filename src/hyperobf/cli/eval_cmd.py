@@ -149,6 +149,7 @@ def frontier(
     resnet_scratch: Annotated[bool, typer.Option("--resnet-scratch", help="Also attack with a ResNet-18 trained from scratch on the uploads (slow on a CPU).")] = False,
     resnet_rho: Annotated[Optional[str], typer.Option(help="Budgets at which the ResNets attack (default: every --rho).")] = None,
     counters: Annotated[str, typer.Option(help="Counters the embedders' attackers also apply to the protected uploads first, comma-separated: jpeg75, resize50, gray+jpeg10, blur (or 'none').")] = "none",
+    scale_set: Annotated[Optional[list[str]], typer.Option("--scale-set", help="Override a setting of the scale, key=value (repeatable), e.g. fr_epochs=30 fr_onecycle=true fr_shift=8 (a stronger ResNet attacker); recorded in the result.")] = None,
     inversion: Annotated[str, typer.Option(help="Inversion attacker (E3/E4): how many nets of the same HyperNet it holds, comma-separated, e.g. 1,2,3 (or 'none'); at the ResNets' budgets.")] = "none",
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
     faces: Annotated[Optional[Path], typer.Option(help="Faces root (default ../shared/data/faces).", file_okay=False)] = None,
@@ -205,11 +206,13 @@ def frontier(
                              limit_tol=limit_tol, limit_lr=limit_lr, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,
                              resnet_rhos=_floats(resnet_rho, "--resnet-rho") if resnet_rho else ())
-        sc = get_scale(scale, **({"n_targets": targets} if targets else {}))
+        scale_overrides = parse_sets(scale_set or [])
+        sc = get_scale(scale, **{**scale_overrides, **({"n_targets": targets} if targets else {})})
         ctx = EvalContext(sc, faces, models, out, seed, device, threads=threads)
         result = run_frontier(ctx, cfg, log=lambda m: print(m, flush=True))
         result["command"] = command_line()
         result["scale"] = sc.name
+        result["scale_overrides"] = scale_overrides
         result["split"] = ctx.split
         for path in include or ():
             merge_rows(result, json.loads(path.read_text()), str(path))

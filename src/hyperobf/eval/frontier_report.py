@@ -51,7 +51,12 @@ def report_md(result: dict) -> str:
         "against a clean gallery; `gallery`: clean photos against a gallery holding the protected uploads "
         "(Fawkes). Budget rule for every row with a ρ: 8-bit output, per-image DSSIM ≤ ρ (δ scaled down to fit), "
         f"|δ| ≤ the clip. White box of the limit: {cfg['whitebox']}; hybrid refinement embedder: "
-        f"{cfg['hybrid_embedder']} (step {cfg['hybrid_step']:.4f}).",
+        f"{cfg['hybrid_embedder']} (step {cfg['hybrid_step']:.4f})."
+        + (" Scale settings changed for this run: " + ", ".join(f"{k} = {v}" for k, v in result["scale_overrides"].items())
+           + "." if result.get("scale_overrides") else "")
+        + (" `inverted (n held)` rows: the uploads after the attacker's InvNet trained on n other nets of the same "
+           "HyperNet (E3/E4); their DSSIM is the restored uploads' distance to the originals."
+           if cfg.get("inversion") else ""),
         "",
         f"Machine: {result['machine']['processor']} ({result['machine'].get('cores', '?')} cores), "
         f"{result['machine']['torch_threads']} torch threads, load "

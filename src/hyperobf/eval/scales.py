@@ -97,4 +97,9 @@ SCALES: dict[str, EvalScale] = {
 def get_scale(name: str, **overrides) -> EvalScale:
     if name not in SCALES:
         raise ValueError(f"unknown scale {name!r}; choose one of {', '.join(SCALES)}")
-    return SCALES[name].with_overrides(**overrides)
+    known = set(EvalScale.__dataclass_fields__)
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise ValueError(f"unknown scale setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    # TOML lists (from --scale-set) become the dataclass's tuples
+    return SCALES[name].with_overrides(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
