@@ -41,6 +41,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks._common import loadavg, print_table, write_json  # noqa: E402
+from hyperobf.psp.config import PSPConfig  # noqa: E402
 from benchmarks.bench_psp_server import (HOST, Server, free_port, loopback_pg, make_checkpoint,  # noqa: E402
                                          reset_pg, write_config)
 
@@ -171,7 +172,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1, help="server worker processes (hyperobf serve --workers)")
     ap.add_argument("--max-batch", type=int, default=64)
-    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--max-wait-ms", type=float, default=PSPConfig.max_wait_ms, help="default: the service's")
     ap.add_argument("--device", default="cpu", help="auto | cpu | cuda (server side).")
     ap.add_argument("--variants", default="sqlite,postgresql", help="comma list of sqlite, sqlite-unbatched, postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("HYPEROBF_TEST_PG_URL", ""))

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, loadavg, write_json  # noqa: E402
 from benchmarks.bench_psp_server import Server, free_port, make_checkpoint, write_config  # noqa: E402
+from hyperobf.psp.config import PSPConfig  # noqa: E402
 
 # (stage, marker): a sample belongs to the stage of the frame nearest its leaf that has a marker
 STAGES = [
@@ -107,7 +108,7 @@ def main() -> None:
 def _run(args: argparse.Namespace, work: Path) -> None:
     ckpt = args.checkpoint or make_checkpoint(args.structure, work / "ckpt")
     conf = work / "psp.toml"
-    write_config(conf, ckpt, f"sqlite:///{work / 'prof.db'}", 64, 5.0, "cpu", 64)
+    write_config(conf, ckpt, f"sqlite:///{work / 'prof.db'}", 64, PSPConfig.max_wait_ms, "cpu", 64)
     server = Server(conf, free_port(), work)
     try:
         server.wait_ready()

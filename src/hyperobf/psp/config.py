@@ -43,7 +43,9 @@ class PSPConfig:
     fingerprint_dim: int = 512  # Johnson–Lindenstrauss projection of the flattened probe δ
     # micro-batching of generation
     max_batch: int = 64
-    max_wait_ms: float = 5.0
+    # how long a batch's first request waits for others, only while requests arrive more often
+    # than that (psp/batcher.py): a batch costs ~10 ms of CPU however small, a net ~2 ms more
+    max_wait_ms: float = 25.0
     request_timeout_s: float = 60.0
     # defaults for requests
     default_format: str = "onnx"

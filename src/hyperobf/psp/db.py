@@ -108,6 +108,10 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
             dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, emits BEGIN (see below)
             cur = dbapi_conn.cursor()
+            # Pages of 16 KiB, not 4: every net's row holds its ~60 KB model file, and a commit
+            # writes (and a checkpoint copies) the WAL page by page; 4x fewer pages halve the
+            # commit's CPU. Takes effect only while the file is still empty (a new database).
+            cur.execute("PRAGMA page_size=16384")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")

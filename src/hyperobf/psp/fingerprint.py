@@ -19,13 +19,13 @@ import hashlib
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..models.masknet import grouped_pre_tanh
 from ..spec import MaskNetSpec
 
 PROBE_SEED = 0x5EED_0B5F
 STORE_DTYPE = np.float16
-CHUNK = 8  # nets per grouped-conv call (see Fingerprinter.__call__)
 
 
 def probe_images(n: int, size: int, seed: int = PROBE_SEED) -> np.ndarray:
@@ -57,32 +57,81 @@ class Fingerprinter:
         h = hashlib.sha256(probe.tobytes())
         h.update(f"|{dim}|{PROBE_SEED}".encode())
         self.version = h.hexdigest()[:16]
+        self._first_cols: dict = {}  # the first layer's probe columns (see _probe_delta_gemm)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def probe_delta(self, spec: MaskNetSpec, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """δ / ρ_pixel of n nets on the probe batch, flattened: (n, D).
 
-        models.masknet's grouped-conv evaluation (n nets as n conv groups), in channels-last
-        layout, which runs this grouped conv ~25 % faster on CPU; it is the dominant cost of
-        issuing a net there.
+        On CPU one net at a time as plain matrix products (:func:`_probe_delta_gemm`): 2-3x less
+        CPU per net than the grouped conv, which PyTorch runs group by group through its slow
+        path and copies around. On a GPU, models.masknet's grouped conv over the whole batch.
         """
+        if self.device.type == "cpu":
+            return _probe_delta_gemm(spec, params, self.probe, self._first_cols)
         n = next(iter(params.values())).shape[0]
         b, c, hgt, wid = self.probe.shape
-        h = self.probe.repeat(1, n, 1, 1).contiguous(memory_format=torch.channels_last)  # net i's copy in group i
+        h = self.probe.repeat(1, n, 1, 1)  # net i's copy in group i
         weights = {k: v.to(self.device, torch.float32) for k, v in params.items()}
-        h = grouped_pre_tanh(spec, weights, h, n, channels_last=True)  # (b, n*3, S, S)
+        h = grouped_pre_tanh(spec, weights, h, n)  # (b, n*3, S, S)
         delta = torch.tanh(h).reshape(b, n, c, hgt, wid).transpose(0, 1)  # (n, b, 3, S, S), δ / ρ_pixel
         return delta.reshape(n, -1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, spec: MaskNetSpec, params: dict[str, torch.Tensor]) -> np.ndarray:
-        """Fingerprints (n, dim) float32 (numpy, CPU), in chunks of CHUNK nets: past ~16 nets the
-        grouped conv's activations leave the cache and each net costs more (structure A on one
-        CPU core: 1.3 ms per net in chunks of 4–16, 2.6 ms in one batch of 32)."""
-        n = next(iter(params.values())).shape[0]
-        step = n if self.device.type == "cuda" else CHUNK  # (a GPU wants the whole batch at once)
-        return np.concatenate([(self.probe_delta(spec, {k: v[i:i + step] for k, v in params.items()}) @ self.proj)
-                               .float().cpu().numpy() for i in range(0, n, step)])
+        """Fingerprints (n, dim) float32 (numpy, CPU): probe δ / ρ times the fixed projection."""
+        return (self.probe_delta(spec, params) @ self.proj).float().cpu().numpy()
+
+
+def _im2col(h: torch.Tensor, kernel: int, stride: int, padding: int) -> tuple[torch.Tensor, int, int]:
+    """h (C, b, H, W) -> columns (C*k*k, b*Ho*Wo) in the weight's (C, kh, kw) order, Ho, Wo.
+    (C, b, H, W) keeps the copy's inner loop on contiguous image rows: the (b, H, W, C) layout
+    made this gather 20x slower.)"""
+    c, _, hgt, wid = h.shape
+    if kernel == 1 and stride == 1 and padding == 0:
+        return h.reshape(c, -1), hgt, wid
+    if padding:
+        h = F.pad(h, (padding,) * 4)
+    u = h.unfold(2, kernel, stride).unfold(3, kernel, stride)  # (C, b, Ho, Wo, kh, kw)
+    return u.permute(0, 4, 5, 1, 2, 3).reshape(c * kernel * kernel, -1), u.shape[2], u.shape[3]
+
+
+def _probe_delta_gemm(spec: MaskNetSpec, params: dict[str, torch.Tensor], probe: torch.Tensor,
+                      first_cols: dict) -> torch.Tensor:
+    """models.masknet's δ / ρ of n nets on ``probe`` (b, 3, S, S), each layer one matrix product
+    per net: out (O, P) = W (O, C·k·k) @ columns (C·k·k, P) over the P = b·H·W probe pixels, in
+    the (C, b, H, W) layout. Activations stay one net's (~1 MB at structure A), and the first
+    layer's columns, the same probe for every net, are built once (``first_cols`` caches them)."""
+    n = next(iter(params.values())).shape[0]
+    b, c, hgt, wid = probe.shape
+    x = probe.transpose(0, 1).contiguous()  # (3, b, S, S)
+    first = spec.layers[0]
+    key = (first.kernel, first.stride, first.padding, first.upsample)
+    if key not in first_cols:
+        first_cols[key] = _im2col(F.interpolate(x, scale_factor=first.upsample, mode="nearest")
+                                  if first.upsample > 1 else x, first.kernel, first.stride, first.padding)
+    weights = {k: v.to(torch.float32) for k, v in params.items()}
+    out = torch.empty(n, b, c, hgt, wid)
+    for i in range(n):
+        h, kept = x, {}
+        for j, layer in enumerate(spec.layers):
+            if j == 0:
+                cols, ho, wo = first_cols[key]
+            else:
+                if layer.upsample > 1:
+                    h = F.interpolate(h, scale_factor=layer.upsample, mode="nearest")  # (C, b, ...) as (N, C, ...)
+                if layer.concat:
+                    h = torch.cat([h, kept[layer.concat]])  # one net's [input, skip] channel order
+                cols, ho, wo = _im2col(h, layer.kernel, layer.stride, layer.padding)
+            y = torch.mm(weights[f"{layer.name}.weight"][i].reshape(layer.out_ch, -1), cols)
+            y += weights[f"{layer.name}.bias"][i][:, None]
+            if layer.act == "relu":
+                y.relu_()
+            h = y.view(layer.out_ch, b, ho, wo)
+            if layer.name in spec.skip_sources:
+                kept[layer.name] = h
+        out[i] = h.transpose(0, 1)
+    return torch.tanh_(out).reshape(n, -1)
 
 
 def to_bytes(fp: np.ndarray) -> bytes:
@@ -105,10 +154,10 @@ class NearestIndex:
     index would replace it behind the same two methods.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
         self.dim = dim
-        self._buf = np.zeros((1024, dim), np.float32)  # capacity doubles as nets are added
-        self._sq = np.zeros((1024,), np.float32)  # squared norms of the rows
+        self._buf = np.zeros((capacity, dim), np.float32)  # capacity doubles as nets are added
+        self._sq = np.zeros((capacity,), np.float32)  # squared norms of the rows
         self._n = 0
         self.last_id = 0  # highest database id already loaded (for incremental sync)
 
@@ -119,7 +168,7 @@ class NearestIndex:
         fps = np.asarray(fps, np.float32).reshape(-1, self.dim)
         need = self._n + len(fps)
         if need > len(self._buf):
-            cap = max(need, 2 * len(self._buf))
+            cap = max(need, 2 * len(self._buf), 16)
             self._buf = np.concatenate([self._buf[:self._n], np.zeros((cap - self._n, self.dim), np.float32)])
             self._sq = np.concatenate([self._sq[:self._n], np.zeros(cap - self._n, np.float32)])
         self._buf[self._n:need] = fps
