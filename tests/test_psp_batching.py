@@ -133,3 +133,27 @@ def test_batch_window_opens_only_under_load():
         assert max(rec.sizes) > 1 and sum(rec.sizes) == 26
     finally:
         batcher.stop()
+
+
+def test_async_waiters_woken_per_batch():
+    """Async requests wait on event-loop futures that the batcher resolves with one call per
+    batch; a request that stopped waiting (cancelled) is skipped, the others get their result."""
+    import asyncio
+
+    rec = _Recorder()
+    batcher = Batcher(rec, max_batch=64, max_wait_ms=50.0)
+    batcher.start()
+
+    async def main() -> list:
+        loop = asyncio.get_running_loop()
+        jobs = [IssueJob(1, "c", ONNX, waiter=loop.create_future()) for _ in range(4)]
+        jobs[0].waiter.cancel()  # gone before its batch was done
+        for j in jobs:
+            batcher.submit(j)
+        return await asyncio.wait_for(asyncio.gather(*(j.waiter for j in jobs[1:])), 5)
+
+    try:
+        assert asyncio.run(main()) == [None, None, None]
+        assert sum(rec.sizes) == 4
+    finally:
+        batcher.stop()

@@ -61,6 +61,7 @@ class Batcher:
                 break
             if job is not None and not job.future.done():
                 job.future.set_exception(Unavailable("service is shutting down"))
+                deliver([job])
 
     def submit(self, job: IssueJob) -> IssueJob:
         if self._thread is None or self._stopping:
@@ -102,5 +103,32 @@ class Batcher:
                 jobs.append(job)
             self.batch_sizes.append(len(jobs))
             self.issuer.process(jobs)  # resolves every future, never raises
+            deliver(jobs)
             if stop:
                 return
+
+
+def deliver(jobs: list[IssueJob]) -> None:
+    """Hand resolved jobs to the async requests waiting on them: one thread-safe call per event
+    loop and batch, not one wake-up of the loop per request (asyncio.wrap_future's way)."""
+    by_loop: dict = {}
+    for j in jobs:
+        if j.waiter is not None:
+            by_loop.setdefault(j.waiter.get_loop(), []).append(j)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_wake, group)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _wake(jobs: list[IssueJob]) -> None:
+    """(On the event loop.) Copy each job's outcome to its waiter, unless the request stopped
+    waiting (timed out, disconnected)."""
+    for j in jobs:
+        if not j.waiter.done():
+            e = j.future.exception()
+            if e is None:
+                j.waiter.set_result(j.future.result())
+            else:
+                j.waiter.set_exception(e)

@@ -11,6 +11,7 @@ counted with every other worker's nets in.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -60,6 +61,7 @@ class IssueJob:
     future: Future = field(default_factory=Future)
     token_sha256: str | None = None
     public_id: str = ""  # the account's public id (for the log line)
+    waiter: asyncio.Future | None = None  # an async request's event-loop future (Batcher.deliver)
     # filled while processing
     z: np.ndarray | None = None
     weights: dict[str, np.ndarray] | None = None

@@ -136,11 +136,15 @@ class PSPService:
 
     async def issue_with_token(self, token: str, client: str, variant: Variant) -> IssuedNet:
         """POST /v1/masknets on the event loop: the batcher checks the token (one query per
-        micro-batch) and the request waits without holding a thread. The shield keeps a timed-out
-        or disconnected request from cancelling the job the batcher still resolves."""
-        job = self.batcher.submit(IssueJob(None, self.box.client_hash(client), variant, token_sha256=token_hash(token)))
+        micro-batch) and the request waits on an event-loop future, woken with the rest of its
+        batch by one call from the batcher thread (Batcher.deliver). A request that times out or
+        goes away leaves the job to the batcher, which still resolves (and records) it."""
+        waiter = asyncio.get_running_loop().create_future()
+        job = self.batcher.submit(IssueJob(None, self.box.client_hash(client), variant,
+                                           token_sha256=token_hash(token), waiter=waiter))
         try:
-            row = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), self.cfg.request_timeout_s)
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                row = await waiter
         except TimeoutError:
             raise Unavailable("issuance timed out; try again") from None
         log.info("masknet %s issued to account %s (draws %d)", row.model_id, job.public_id, row.draws)
