@@ -124,7 +124,7 @@ def test_batch_window_opens_only_under_load():
         t = time.perf_counter()
         batcher.submit(IssueJob(1, "c", ONNX)).future.result(timeout=5)
         assert time.perf_counter() - t < 0.15  # not held for the 200 ms window
-        for _ in range(20):  # a burst: ~20 requests per second expected, 4 within the window
+        for _ in range(20):  # a burst: ~20 requests per second, 4 expected within the window
             batcher.submit(IssueJob(1, "c", ONNX))
         assert batcher.arrival_rate() > 5 and batcher.window() == pytest.approx(0.2)
         jobs = [batcher.submit(IssueJob(1, "c", ONNX)) for _ in range(5)]

@@ -4,9 +4,9 @@
 A batch costs ~10 ms of CPU however few nets it holds (the HyperNet's weights and the
 fingerprint projection are read from memory once per batch; each transaction has its fixed
 round trips), each net ~2 ms more: under load, waiting for company is what keeps the CPU per
-issuance down. The first request of a batch therefore waits up to ``max_wait_ms`` only when at
-least one more request is expected within that time (the arrival rate, averaged over about a
-second, times the window); a request to an idle or lightly used service starts at once.
+issuance down. The first request of a batch therefore waits up to ``max_wait_ms`` only when
+others are likely to join it: the arrival rate (averaged over about a second) times the window
+is at least JOIN_EXPECTED. A request to an idle or lightly used service starts at once.
 
 One worker thread owns the engine (torch is not called from request threads). A request
 thread submits a job and waits on its future.
@@ -26,6 +26,10 @@ from .issuance import IssueJob, Issuer
 log = logging.getLogger("hyperobf.psp")
 
 RATE_S = 1.0  # time constant (s) of the arrival-rate estimate that opens the batching window
+# Requests expected to arrive within the window for it to open: 0.5 = 20 requests/s at 25 ms. At
+# 1 the window stayed shut at the ~35 requests/s a starved load generator sends, and batches of
+# one or two cost twice the CPU per net (benchmarks/results/psp_profile.txt, issue 16).
+JOIN_EXPECTED = 0.5
 
 
 class Batcher:
@@ -79,9 +83,9 @@ class Batcher:
             return self._rate * math.exp((self._last_submit - time.perf_counter()) / RATE_S)
 
     def window(self) -> float:
-        """How long a batch's first request waits for others (s): ``max_wait_ms`` when at least one
-        more request is expected within it, else 0 (do not delay a request nobody will join)."""
-        return self.max_wait if self.arrival_rate() * self.max_wait >= 1.0 else 0.0
+        """How long a batch's first request waits for others (s): ``max_wait_ms`` when others are
+        likely to arrive within it, else 0 (do not delay a request nobody will join)."""
+        return self.max_wait if self.arrival_rate() * self.max_wait >= JOIN_EXPECTED else 0.0
 
     def _run(self) -> None:
         while True:
