@@ -115,6 +115,7 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     res = json.loads((tmp_path / "f" / "frontier.json").read_text())
     kinds = {row["protector"].split(":")[0].split(" ")[0] for row in res["rows"]}
     assert {"clean", "net", "hybrid", "limit-untargeted", "limit-targeted"} <= kinds
+    assert len((tmp_path / "f" / "rows.jsonl").read_text().splitlines()) == len(res["rows"])  # the per-row log
     inverted = [row for row in res["rows"] if row["protector"].endswith("inverted (1 held)")]
     assert len(inverted) == 1 and inverted[0]["held_nets"] == 1 and "resnet18-scratch/gallery" in inverted[0]["acc"]
     assert all(row["dssim_max"] <= 0.01 for row in res["rows"] if row["rho"])

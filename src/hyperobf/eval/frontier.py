@@ -234,12 +234,17 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
     t_all = time.perf_counter()
     fr = Frontier(ctx, cfg, log)
     rows: list[dict] = []
+    # every row as soon as it is measured: an interrupted run (hours on a CPU) keeps what it measured
+    rows_log = ctx.out / "rows.jsonl"
+    rows_log.write_text("")
 
     def add(protector: str, rho: float | None, protected: list[torch.Tensor], seconds: float, **extra) -> None:
         # the ResNets attack the clean row always, the other rows at --resnet-rho's budgets (every row without it)
         m = fr.measure(protected, resnets=not cfg.resnet_rhos or rho == 0.0 or rho in cfg.resnet_rhos)
         row = {"protector": protector, "rho": rho, "seconds": round(seconds, 1), **m, **extra}
         rows.append(row)
+        with rows_log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
         accs = "  ".join(f"{k} {v['mean']:.2f}±{v['sd']:.2f}" for k, v in m["acc"].items())
         log(f"  {protector:28s} rho {rho if rho is not None else '-':>6}  DSSIM {m['dssim_mean']:.4f} "
             f"(max {m['dssim_max']:.4f})  cos {m.get('cos_mobilefacenet', float('nan')):.3f}  {accs}")
