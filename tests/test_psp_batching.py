@@ -80,16 +80,18 @@ def test_two_rotations_of_one_net_in_one_batch(psp_engine, db_url):  # noqa: ANN
     assert rows[new.model_id].retired_at is None
 
 
-@pytest.mark.parametrize("structure", ["A", "U-small"])
+@pytest.mark.parametrize("structure", ["A", "C", "U-small"])
 def test_cpu_fingerprint_matches_the_grouped_conv(structure):
-    """The per-net matrix products (CPU) give the fingerprints the grouped conv gives (GPU path,
-    and what fingerprints stored before issue 16 were computed with): same version, same values."""
+    """The per-net matrix products (CPU, full-resolution structures) give the fingerprints the
+    grouped conv gives (GPU path, strided structures on CPU, and what fingerprints stored before
+    issue 16 were computed with): same version, same values."""
     from hyperobf.models.hypernet import HyperNet
     from hyperobf.models.masknet import grouped_pre_tanh
-    from hyperobf.psp.fingerprint import Fingerprinter
+    from hyperobf.psp.fingerprint import Fingerprinter, gemm_friendly
     from hyperobf.spec import builtin_spec
 
     spec = builtin_spec(structure)
+    assert gemm_friendly(spec) == (structure in ("A", "C"))
     torch.manual_seed(3)
     with torch.no_grad():
         params = HyperNet(spec).generate(5)
