@@ -123,3 +123,39 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     assert all("resnet18-scratch/gallery" in row["acc"] for row in res["rows"])  # every row without --resnet-rho
     assert "After counters" in (tmp_path / "f" / "report.md").read_text()
     assert "measurements in" in r.output and "recorded " in r.output  # "recorded N measurements in <ckpt>: ..."
+
+
+def _run(clean: dict, rows: list[dict], overrides: dict | None = None) -> dict:
+    acc = lambda d: {k: {"mean": v, "sd": 0.0} for k, v in d.items()}  # noqa: E731
+    all_rows = [{"protector": "clean", "rho": 0.0, "acc": acc(clean)}] + [dict(r, acc=acc(r["acc"])) for r in rows]
+    return {"rows": all_rows, "targets": 10, "uploads_per_target": 20, "distractors": 20,
+            "attackers": sorted({k for r in all_rows for k in r["acc"]}), "scale_overrides": overrides or {},
+            "split": {"seed": 0, "fr_source": "celeba299", "targets": ["a"], "distractors": ["b"]}}
+
+
+def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
+    from hyperobf.eval.frontier import merge_rows, row_kind
+
+    main = _run({"mfn/query": 1.0, "resnet/gallery": 0.5}, [{"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 1.0, "resnet/gallery": 0.1}}])
+    inv = _run({"mfn/query": 1.0}, [{"protector": "net:t inverted (1 held)", "rho": 0.025, "acc": {"mfn/query": 1.0, "resnet/gallery": 0.3}}])
+    merge_rows(main, inv, "inv.json")
+    assert [r["protector"] for r in main["rows"]] == ["clean", "net:t", "net:t inverted (1 held)"]
+    assert main["rows"][-1]["included_from"] == "inv.json"
+    assert [row_kind(r["protector"]) for r in main["rows"]] == ["clean", "net", "inverted"]
+    with pytest.raises(ValueError, match="clean level"):  # another attacker state: not comparable
+        merge_rows(main, _run({"mfn/query": 0.9}, []), "x.json")
+    with pytest.raises(ValueError, match="not the same"):  # another attacker recipe (--scale-set)
+        merge_rows(main, _run({"mfn/query": 1.0}, [], {"fr_epochs": 30}), "y.json")
+
+
+def test_frontier_join_fails_in_one_line_on_a_bad_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from hyperobf.cli import app
+
+    bad = tmp_path / "f.json"
+    bad.write_text("{not json")
+    r = CliRunner().invoke(app, ["eval", "frontier-join", str(bad), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -148,6 +148,7 @@ def frontier(
     resnet: Annotated[bool, typer.Option("--resnet", help="Also attack with a ResNet-18 pre-trained on the public faces and fine-tuned on the uploads (slow on a CPU).")] = False,
     resnet_scratch: Annotated[bool, typer.Option("--resnet-scratch", help="Also attack with a ResNet-18 trained from scratch on the uploads (slow on a CPU).")] = False,
     resnet_rho: Annotated[Optional[str], typer.Option(help="Budgets at which the ResNets attack (default: every --rho).")] = None,
+    resnet_on: Annotated[str, typer.Option(help="Row kinds the ResNets attack, comma-separated: clean, net, inverted, hybrid, limit (default: all). Lets two processes share one table's costly rows.")] = "all",
     counters: Annotated[str, typer.Option(help="Counters the embedders' attackers also apply to the protected uploads first, comma-separated: jpeg75, resize50, gray+jpeg10, blur (or 'none').")] = "none",
     scale_set: Annotated[Optional[list[str]], typer.Option("--scale-set", help="Override a setting of the scale, key=value (repeatable), e.g. fr_epochs=30 fr_onecycle=true fr_shift=8 (a stronger ResNet attacker); recorded in the result.")] = None,
     inversion: Annotated[str, typer.Option(help="Inversion attacker (E3/E4): how many nets of the same HyperNet it holds, comma-separated, e.g. 1,2,3 (or 'none'); at the ResNets' budgets.")] = "none",
@@ -192,6 +193,11 @@ def frontier(
         counter_names = () if counters.strip() == "none" else tuple(c.strip() for c in counters.split(",") if c.strip())
         for c in counter_names:
             get_counter(c)  # unknown names fail here, before any attacker is trained
+        from ..eval.frontier import ROW_KINDS
+
+        kinds = () if resnet_on.strip() == "all" else tuple(k.strip() for k in resnet_on.split(",") if k.strip())
+        if any(k not in ROW_KINDS for k in kinds):
+            raise ValueError(f"--resnet-on: choose from {', '.join(ROW_KINDS)} (or all)")
         held = () if inversion.strip() == "none" else tuple(int(v) for v in _floats(inversion, "--inversion"))
         if any(n < 1 for n in held):
             raise ValueError("--inversion: held-net counts must be >= 1")
@@ -201,7 +207,7 @@ def frontier(
             import torch
 
             torch.set_num_threads(threads)
-        cfg = FrontierConfig(counters=counter_names, inversion=held, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
+        cfg = FrontierConfig(counters=counter_names, inversion=held, resnet_on=kinds, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
                              limit_tol=limit_tol, limit_lr=limit_lr, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,
@@ -220,4 +226,20 @@ def frontier(
         if record:
             for line in record_nets(result, faces, command_line()):
                 print(line)
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
+@eval_app.command("frontier-join")
+def frontier_join(
+    runs: Annotated[list[Path], typer.Argument(help="frontier.json files of runs on the same split and uploads; the first one's clean row heads the table.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder of the joined table.", file_okay=False)],
+) -> None:
+    """One frontier table from runs that split its costly rows between processes (see --resnet-on)."""
+    from ..eval.frontier import merge_rows, write_outputs
+
+    with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, OSError, json.JSONDecodeError, KeyError):
+        result = json.loads(runs[0].read_text())
+        for path in runs[1:]:
+            merge_rows(result, json.loads(path.read_text()), str(path))
+        paths = write_outputs(result, out)
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -66,6 +66,7 @@ class FrontierConfig:
     resnet_scratch: bool = False  # ResNet-18 trained from scratch on distractors + uploads
     resnet_rhos: tuple[float, ...] = ()  # budgets at which the ResNets attack (empty: all); costly on a CPU
     counters: tuple[str, ...] = ()  # eval.counters names: the embedders also see the uploads after each
+    resnet_on: tuple[str, ...] = ()  # row kinds the ResNets attack (row_kind; empty: every kind)
     inversion: tuple[int, ...] = ()  # held-net counts of the inversion attacker (E3/E4), at the ResNets' budgets
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -229,6 +230,16 @@ class Frontier:
         return out
 
 
+ROW_KINDS = ("clean", "net", "inverted", "hybrid", "limit")
+
+
+def row_kind(protector: str) -> str:
+    """clean | net | inverted | hybrid | limit: what --resnet-on selects."""
+    if protector.endswith("held)"):
+        return "inverted"
+    return protector.split(":")[0].split("-")[0].split(" ")[0]
+
+
 def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -> dict:
     """Every protector at every ρ; returns the JSON-ready result (rows + clean level)."""
     t_all = time.perf_counter()
@@ -240,7 +251,8 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
 
     def add(protector: str, rho: float | None, protected: list[torch.Tensor], seconds: float, **extra) -> None:
         # the ResNets attack the clean row always, the other rows at --resnet-rho's budgets (every row without it)
-        m = fr.measure(protected, resnets=not cfg.resnet_rhos or rho == 0.0 or rho in cfg.resnet_rhos)
+        at_rho = not cfg.resnet_rhos or rho == 0.0 or rho in cfg.resnet_rhos
+        m = fr.measure(protected, resnets=at_rho and (not cfg.resnet_on or row_kind(protector) in cfg.resnet_on))
         row = {"protector": protector, "rho": rho, "seconds": round(seconds, 1), **m, **extra}
         rows.append(row)
         with rows_log.open("a") as f:
@@ -288,7 +300,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
         "rows": rows, "config": {**cfg.__dict__, "rhos": list(cfg.rhos)}, "seconds": round(time.perf_counter() - t_all, 1),
         "targets": len(fr.uploads), "uploads_per_target": cfg.uploads,
         "test_per_target": [len(t.test) for t in ctx.data.targets],
-        "distractors": len(ctx.data.distractor_train.classes), "attackers": sorted(rows[0]["acc"]),
+        "distractors": len(ctx.data.distractor_train.classes), "attackers": sorted({k for r in rows for k in r["acc"]}),
         "machine": {**machine(), "processor": machine().get("cpu") or platform.machine(),
                     "torch_threads": torch.get_num_threads(), "loadavg": list(os.getloadavg())},
     }
@@ -297,15 +309,19 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
 def merge_rows(result: dict, earlier: dict, source: str) -> None:
     """Add an earlier run's rows (not its clean row) to ``result``; ValueError unless it measured the
     same users, uploads and attackers (then its numbers are comparable row for row)."""
-    same = {k: (result.get(k), earlier.get(k)) for k in ("targets", "uploads_per_target", "attackers", "distractors")}
+    same = {k: (result.get(k), earlier.get(k)) for k in ("targets", "uploads_per_target", "distractors")}
+    same["scale_overrides"] = (result.get("scale_overrides") or {}, earlier.get("scale_overrides") or {})
     split_a = {k: result["split"].get(k) for k in ("seed", "fr_source", "targets", "distractors")}
     split_b = {k: earlier.get("split", {}).get(k) for k in ("seed", "fr_source", "targets", "distractors")}
     if any(a != b for a, b in same.values()) or split_a != split_b:
         raise ValueError(f"{source}: not the same split, uploads or attackers as this run; cannot join its rows")
     clean_a = next(r for r in result["rows"] if r["protector"] == "clean")["acc"]
     clean_b = next(r for r in earlier["rows"] if r["protector"] == "clean")["acc"]
-    if any(abs(clean_a[k]["mean"] - clean_b[k]["mean"]) > 1e-9 for k in clean_a):
+    # attackers both clean rows have (a run may leave its costly ResNets off the clean row: --resnet-on)
+    if any(abs(clean_a[k]["mean"] - clean_b[k]["mean"]) > 1e-9 for k in clean_a.keys() & clean_b.keys()):
         raise ValueError(f"{source}: its clean level differs from this run's (other attackers' state)")
+    if not set(earlier.get("attackers", ())) <= set(result["attackers"]):
+        raise ValueError(f"{source}: it has attackers this run does not; join the other way round")
     result["rows"] += [dict(r, included_from=source) for r in earlier["rows"] if r["protector"] != "clean"]
     result.setdefault("included", []).append({"source": source, "command": earlier.get("command"),
                                               "seconds": earlier.get("seconds"), "machine": earlier.get("machine")})
