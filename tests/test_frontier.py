@@ -137,10 +137,11 @@ def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
     from hyperobf.eval.frontier import merge_rows, row_kind
 
     main = _run({"mfn/query": 1.0, "resnet/gallery": 0.5}, [{"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 1.0, "resnet/gallery": 0.1}}])
-    inv = _run({"mfn/query": 1.0}, [{"protector": "net:t inverted (1 held)", "rho": 0.025, "acc": {"mfn/query": 1.0, "resnet/gallery": 0.3}}])
+    inv = _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 1.0}},  # measured by both
+                                    {"protector": "net:t inverted (1 held)", "rho": 0.025, "acc": {"mfn/query": 1.0, "resnet/gallery": 0.3}}])
     merge_rows(main, inv, "inv.json")
     assert [r["protector"] for r in main["rows"]] == ["clean", "net:t", "net:t inverted (1 held)"]
-    assert main["rows"][-1]["included_from"] == "inv.json"
+    assert main["rows"][-1]["included_from"] == "inv.json" and "included_from" not in main["rows"][1]
     assert [row_kind(r["protector"]) for r in main["rows"]] == ["clean", "net", "inverted"]
     with pytest.raises(ValueError, match="clean level"):  # another attacker state: not comparable
         merge_rows(main, _run({"mfn/query": 0.9}, []), "x.json")

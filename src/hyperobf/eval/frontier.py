@@ -322,7 +322,11 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
         raise ValueError(f"{source}: its clean level differs from this run's (other attackers' state)")
     if not set(earlier.get("attackers", ())) <= set(result["attackers"]):
         raise ValueError(f"{source}: it has attackers this run does not; join the other way round")
-    result["rows"] += [dict(r, included_from=source) for r in earlier["rows"] if r["protector"] != "clean"]
+    # a row this table already has (same protector and ρ; e.g. the net row both processes measured) stays
+    # the table's own: the other run's copy adds nothing but attackers this one chose to leave off
+    have = {(r["protector"], r["rho"]) for r in result["rows"]}
+    result["rows"] += [dict(r, included_from=source) for r in earlier["rows"]
+                       if r["protector"] != "clean" and (r["protector"], r["rho"]) not in have]
     result.setdefault("included", []).append({"source": source, "command": earlier.get("command"),
                                               "seconds": earlier.get("seconds"), "machine": earlier.get("machine")})
 
