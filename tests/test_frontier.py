@@ -122,6 +122,7 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     assert {"mobilefacenet/query+jpeg75", "mobilefacenet/gallery+jpeg75", "resnet18-scratch/gallery"} <= set(res["attackers"])
     assert all("resnet18-scratch/gallery" in row["acc"] for row in res["rows"])  # every row without --resnet-rho
     assert "After counters" in (tmp_path / "f" / "report.md").read_text()
+    assert "`inverted (n held)` rows" in (tmp_path / "f" / "report.md").read_text()
     assert "measurements in" in r.output and "recorded " in r.output  # "recorded N measurements in <ckpt>: ..."
 
 

@@ -56,7 +56,7 @@ def report_md(result: dict) -> str:
            + "." if result.get("scale_overrides") else "")
         + (" `inverted (n held)` rows: the uploads after the attacker's InvNet trained on n other nets of the same "
            "HyperNet (E3/E4); their DSSIM is the restored uploads' distance to the originals."
-           if cfg.get("inversion") else ""),
+           if any("held_nets" in r for r in result["rows"]) else ""),
         "",
         f"Machine: {result['machine']['processor']} ({result['machine'].get('cores', '?')} cores), "
         f"{result['machine']['torch_threads']} torch threads, load "
