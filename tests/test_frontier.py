@@ -161,3 +161,16 @@ def test_frontier_join_fails_in_one_line_on_a_bad_file(tmp_path):
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_report_and_plot_take_a_clean_row_without_the_resnets(tmp_path):
+    from hyperobf.eval.frontier_report import plot, report_md
+
+    res = _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 1.0, "resnet/gallery": 0.2}}])
+    for r in res["rows"]:
+        r.update(dssim_mean=0.01 if r["rho"] else 0.0, dssim_max=0.02 if r["rho"] else 0.0, seconds=1.0)
+    res.update(test_per_target=[5], seconds=1.0, config={"whitebox": "mobilefacenet", "hybrid_embedder": "dlib", "hybrid_step": 0.006},
+               machine={"processor": "cpu", "torch_threads": 1, "loadavg": [0.0, 0.0, 0.0]})
+    assert "net:t" in report_md(res)
+    plot(res, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -116,7 +116,8 @@ def plot(result: dict, path: Path) -> None:
         for r in result["rows"]:
             if r["rho"] is None and att in r["acc"]:  # nets as issued (no budget rule): single points
                 ax.plot([r["dssim_mean"]], [r["acc"][att]["mean"]], "k*", ms=9)
-        ax.axhline(clean["acc"][att]["mean"], color="grey", lw=1, ls=":", label="clean")
+        if att in clean["acc"]:  # a run may leave its ResNets off the clean row (--resnet-on)
+            ax.axhline(clean["acc"][att]["mean"], color="grey", lw=1, ls=":", label="clean")
         ax.set_title(att)
         ax.set_xlabel("mean DSSIM of the protected uploads")
         ax.set_ylabel("identification")
