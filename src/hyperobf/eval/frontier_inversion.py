@@ -21,15 +21,11 @@ from .limit import quantise
 
 
 @torch.no_grad()
-def _held_params(checkpoint: str, n: int, seed: int) -> tuple[object, dict[str, torch.Tensor]]:
-    """(spec, n nets' batched weights) for the attacker's own accounts."""
-    from ..train.checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(checkpoint)
-    src = loaded.source.eval()
+def _held_params(src, n: int, seed: int) -> dict[str, torch.Tensor]:
+    """n nets' batched weights for the attacker's own accounts, issued by the HyperNet ``src``."""
     # The targets' z come from seed + 1 (Frontier.net_deltas); the attacker's from its own stream.
     z = torch.randn(n, src.z_dim, generator=torch.Generator().manual_seed(seed + 977))
-    return loaded.spec, {k: v.detach() for k, v in src.issue(z).items()}
+    return {k: v.detach() for k, v in src.issue(z).items()}
 
 
 def inversion_rows(fr, checkpoint: str, name: str, rho: float, protected: list[torch.Tensor],
@@ -39,10 +35,14 @@ def inversion_rows(fr, checkpoint: str, name: str, rho: float, protected: list[t
     ``protected[u]``: user u's uploads through its own net under the budget rule, (n, 3, S, S) float
     on the 8-bit grid. The restored uploads are rounded to 8 bits again (the attacker stores them).
     """
+    from ..train.checkpoint import load_checkpoint
+
     ctx = fr.ctx
+    loaded = load_checkpoint(checkpoint)  # once for every held count
+    spec, src = loaded.spec, loaded.source.eval()
     for n in sorted(set(counts)):
         t = time.perf_counter()
-        spec, held = _held_params(checkpoint, n, fr.cfg.seed)
+        held = _held_params(src, n, fr.cfg.seed)
         with torch.enable_grad():  # the attacker trains (the frontier measures under no_grad)
             inv = train_invnet(spec, held, ctx.data.public.images, ctx.scale, ctx.device, fr.cfg.seed + 300 + n,
                                budget=(rho, spec.rho_pixel))
