@@ -135,3 +135,23 @@ def test_default_objective_is_the_measured_winner_when_an_embedder_is_given():
     assert (cfg.objective, cfg.feature_mode) == ("feature", "untargeted")
     assert TrainConfig.from_dict({"embedder": "m.onnx", "objective": "classifier"}).objective == "adversarial"  # old name
     assert TrainConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()  # the saved config is resolved
+
+
+def test_baselines_weigh_j1_like_the_hypernet():
+    """An ensemble's loss is λ_div·max(J1 − α, 0) + DSSIM penalty: the HyperNet's J without J2, so the
+    effectiveness term weighs the same against the budget penalty in every method (E3 compares them)."""
+    from hyperobf.train.losses import budget_penalty, dssim
+
+    cfg = tiny_cfg(method="ensemble", ensemble_size=2, objective="classifier", lambda_div=7.0, alpha=0.05,
+                   dssim_budget=0.0, rho_pixel=0.1)
+    spec = builtin_spec(cfg.structure, cfg.rho_pixel)
+    faces = synthetic_faces(n_identities=2, per_identity=2, size=32)
+    x, y = faces.float(), faces.labels  # (4, 3, 32, 32): 2 nets × 2 faces
+    source = build_source(spec, cfg)
+    objective = build_objective(cfg, len(faces.classes))
+    params = source.sample(2, torch.Generator().manual_seed(0))
+    loss, x_prot, parts = step_loss(spec, cfg, objective, params, x, y, torch.Generator().manual_seed(1),
+                                    independent=True)
+    want = 7.0 * torch.relu(parts["J1"] - 0.05) + cfg.lambda_dssim * budget_penalty(dssim(x_prot, x), 0.0)
+    assert torch.allclose(loss, want, rtol=1e-5), (float(loss), float(want))
+    assert float(parts["J2"].detach()) > 0  # measured, but not part of a baseline's loss

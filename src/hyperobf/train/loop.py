@@ -81,7 +81,9 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     var = param_variance(params)
     j2 = diversity_loss(var)
     penalty = cfg.lambda_dssim * budget_penalty(d, cfg.dssim_budget)
-    loss = (j1 if independent else total_loss(j1, j2, cfg.lambda_div, cfg.alpha)) + penalty
+    # Baselines (static / ensemble / mcdropout) have no diversity term but the same hinged, weighted J1 as
+    # the HyperNet (Eq. 4.4 without J2), so J1 weighs the same against the DSSIM penalty in every method.
+    loss = total_loss(j1, torch.zeros_like(j2) if independent else j2, cfg.lambda_div, cfg.alpha) + penalty
     return loss, x_prot, {"J1": j1, "J2": j2, "dssim": d.mean(), "dssim_max": d.max(), "param_var": var}
 
 
