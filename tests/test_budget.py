@@ -167,8 +167,9 @@ def test_resolve_budget():
         with pytest.raises(ValueError, match=msg):
             B.resolve_budget(bad)
     with pytest.raises(ValueError, match="unknown preset"):
-        ProtectOptions(budget="max")
+        ProtectOptions(budget="ultra")
     assert ProtectOptions().preset == B.DEFAULT_PRESET and ProtectOptions(budget=None).rho is None
+    assert ProtectOptions(budget="max").rho == PRESETS["max"].rho == 0.025
 
 
 class _Counting:
@@ -250,14 +251,14 @@ def test_cli_preset_budget_lines_and_errors(tmp_path, models):
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0] == ("note: budget preset mid (DSSIM <= 0.012) on each aligned 112x112 face (whole mode: each "
-                        "face-sized window); perturbations over it are scaled down (default; --preset low|mid|high "
+                        "face-sized window); perturbations over it are scaled down (default; --preset low|mid|high|max "
                         "or --budget RHO to choose)")
     assert re.fullmatch(r"protected: \S*a\.png -> a_protected\.png  \(whole; DSSIM written/working 0\.\d{4}/0\.\d{4}"
                         r"( \(scaled to 0\.\d+\))?, worst face-sized window\)", lines[1]), lines[1]
     r = run.invoke(app, ["protect", str(photo), "-m", str(models["dynamic"]), "-o", str(tmp_path / "o2"),
                          "--budget", "0.004"])
     assert r.exit_code == 0 and r.stdout.startswith("note: budget DSSIM <= 0.004 on each") and "(as asked)" in r.stdout
-    for args, msg in [(["--preset", "max"], "error: unknown preset 'max'; choose one of low, mid, high"),
+    for args, msg in [(["--preset", "ultra"], "error: unknown preset 'ultra'; choose one of low, mid, high, max"),
                       (["--preset", "low", "--budget", "0.01"], "error: give --preset or --budget, not both"),
                       (["--budget", "0"], "error: DSSIM budget must be in (0, 1], got 0.0"),
                       (["--budget", "2"], "error: DSSIM budget must be in (0, 1], got 2.0")]:
@@ -295,7 +296,7 @@ def test_bench_budget_smoke(tmp_path):
 
     bench_budget.main(["--n", "2", "--repeats", "1", "--out", str(tmp_path)])
     d = json.loads((tmp_path / "budget.json").read_text())
-    assert {r["what"] for r in d["rows"]} == {"ssim", "reference", "fit"} and len(d["rows"]) == 9
+    assert {r["what"] for r in d["rows"]} == {"ssim", "reference", "fit"} and len(d["rows"]) == 3 * len(PRESETS)
     assert all(r["wall_ms"] > 0 for r in d["rows"]) and set(d["parity"]) == set(PRESETS)
     assert all(p["equal"] + p["differing"] == 2 and p["max_abs_dssim_np_vs_kornia"] < 1e-5 for p in d["parity"].values())
     assert "machine" in d and len(d["load_start"]) == 3

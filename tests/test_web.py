@@ -156,7 +156,7 @@ def test_protection_lines_match_python(tmp_path):
     texts = [json.dumps(r) for r in recs]
     presets = [None]
     if "preset" in inspect.signature(protection.status_line).parameters:
-        presets += ["mid", "low", "high"]
+        presets += ["mid", "low", "high", "max"]
     for preset in presets:
         got = run_node([{"op": "status", "texts": texts, "preset": preset}], tmp_path)[0]
         kw = {} if preset is None else {"preset": preset}

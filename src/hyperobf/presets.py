@@ -1,4 +1,4 @@
-"""Named protection presets (like Fawkes's low / mid / high): one DSSIM budget each.
+"""Named protection presets (like Fawkes's low / mid / high, plus max): one DSSIM budget each.
 
 The single table both sides read: ``hyperobf eval frontier`` measures every preset's budget and
 writes the numbers into the protection record under the preset's name, and ``hyperobf protect
@@ -22,7 +22,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("low", 0.007, "least visible; the frontier's smallest budget"),
     Preset("mid", 0.012, "between the two"),
     Preset("high", 0.017, "Fawkes's highest budget; visible on close inspection"),
+    # where the thesis's J1 moves a recogniser trained on the uploads most (results/frontier_resnet/strong)
+    Preset("max", 0.025, "strongest; visible"),
 )}
+
+
+def preset_choices() -> str:
+    """``low (0.007) | mid (0.012) | ...``: the table as help text."""
+    return " | ".join(f"{p.name} ({p.rho:g})" for p in PRESETS.values())
 
 
 def preset_for(rho: float) -> str | None:

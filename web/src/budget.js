@@ -5,7 +5,7 @@
 
 import { dssimMapRef, windowMax } from './metrics.js';
 
-export const PRESETS = { low: 0.007, mid: 0.012, high: 0.017 };
+export const PRESETS = { low: 0.007, mid: 0.012, high: 0.017, max: 0.025 };
 export const DEFAULT_PRESET = 'mid';
 export const ITERS = 12;
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from .common import errors_as_one_line, fail, progress_bar
+from ..presets import PRESETS, preset_choices
 
 
 def _share(s: float) -> str:
@@ -65,7 +66,7 @@ def protect(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add each file's time per stage to its line.")] = False,
     refiner: Annotated[Optional[Path], typer.Option("--refiner", help="Refiner folder (hyperobf export-refiner): gradient steps against its embedder after the MaskNet, on each detected face.")] = None,
     refine_steps: Annotated[Optional[int], typer.Option("--refine-steps", min=0, help="Refinement steps K per face (default: the refiner's default_steps).")] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="DSSIM budget preset: low (0.007) | mid (0.012) | high (0.017); default mid. Each face's perturbation is scaled down until its 8-bit 112² crop is within it.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help=f"DSSIM budget preset: {preset_choices()}; default mid. Each face's perturbation is scaled down until its 8-bit 112² crop is within it.")] = None,
     budget: Annotated[Optional[float], typer.Option("--budget", help="DSSIM budget as a number in (0, 1] instead of a preset.")] = None,
 ) -> None:
     """Protect photos with a user's MaskNet; writes <name>_protected.<ext>, never overwrites inputs.
@@ -128,7 +129,7 @@ def protect(
 def budget_note(options, default: bool, size: int = 112) -> str:  # noqa: ANN001  (ProtectOptions)
     """The budget line printed before the files: which rule every written face obeys."""
     what = f"preset {options.preset} (DSSIM <= {options.rho:g})" if options.preset else f"DSSIM <= {options.rho:g}"
-    how = "default; --preset low|mid|high or --budget RHO to choose" if default else "as asked"
+    how = f"default; --preset {'|'.join(PRESETS)} or --budget RHO to choose" if default else "as asked"
     return (f"note: budget {what} on each aligned {size}x{size} face (whole mode: each face-sized window); "
             f"perturbations over it are scaled down ({how})")
 
