@@ -174,3 +174,41 @@ def test_report_and_plot_take_a_clean_row_without_the_resnets(tmp_path):
     assert "net:t" in report_md(res)
     plot(res, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_frontier_join_records_preset_rows_with_their_own_command(tmp_path, tiny_checkpoint):
+    """--record writes the joined rows at a preset's budget into the checkpoint: an inversion row as its own
+    attack, the ResNet named with its recipe, each entry with the command of the run that measured it."""
+    from typer.testing import CliRunner
+
+    from hyperobf.cli import app
+    from hyperobf.protection import status_line
+    from hyperobf.train.checkpoint import load_checkpoint
+
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(tiny_checkpoint.read_bytes())
+    net = {"checkpoint": str(ck), "dssim_mean": 0.02, "dssim_max": 0.025}
+    runs = []
+    for name, rows in [("a", [dict(net, protector="net:t", rho=0.025, acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.2}),
+                              dict(net, protector="net:t", rho=0.03, acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.1})]),
+                       ("b", [dict(net, protector="net:t inverted (1 held)", rho=0.025, held_nets=1,
+                                   acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.3})])]:
+        run = _run({"mfn/query": 1.0, "resnet18-scratch/gallery": 0.6}, rows, {"fr_epochs": 30})
+        for r in run["rows"]:
+            r.setdefault("dssim_mean", 0.0), r.setdefault("dssim_max", 0.0), r.setdefault("seconds", 1.0)
+        run.update(command=f"hyperobf eval frontier --out {name}", test_per_target=[5] * 10, seconds=1.0,
+                   config={"whitebox": "mobilefacenet", "hybrid_embedder": "dlib", "hybrid_step": 0.004},
+                   machine={"processor": "cpu", "torch_threads": 1, "loadavg": [0.0, 0.0, 0.0]},
+                   split=dict(run["split"], faces_root="/data/faces"))
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+        runs.append(str(tmp_path / f"{name}.json"))
+    r = CliRunner().invoke(app, ["eval", "frontier-join", *runs, "--out", str(tmp_path / "o"), "--record"])
+    assert r.exit_code == 0, r.output
+    entries = load_checkpoint(ck).payload["protection"]["entries"]
+    got = {(e["attacker"], e["preset"], e["acc_protected"], e["command"]) for e in entries}
+    assert got == {  # ρ 0.03 is no preset's budget: the table only
+        ("mfn", "max", 1.0, "hyperobf eval frontier --out a"),
+        ("resnet18-scratch (fr_epochs=30)", "max", 0.2, "hyperobf eval frontier --out a"),
+        ("mfn after an InvNet of 1 held net(s)", "max", 1.0, "hyperobf eval frontier --out b"),
+        ("resnet18-scratch (fr_epochs=30) after an InvNet of 1 held net(s)", "max", 0.3, "hyperobf eval frontier --out b")}
+    assert "under preset max" in status_line(load_checkpoint(ck).payload["protection"], preset="max")

@@ -233,13 +233,20 @@ def frontier(
 def frontier_join(
     runs: Annotated[list[Path], typer.Argument(help="frontier.json files of runs on the same split and uploads; the first one's clean row heads the table.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder of the joined table.", file_okay=False)],
+    record: Annotated[bool, typer.Option("--record", help="Write the joined table's as-issued and preset rows into their checkpoints' protection records (each with the command of the run that measured it), as `eval frontier` does.")] = False,
 ) -> None:
     """One frontier table from runs that split its costly rows between processes (see --resnet-on)."""
+    from ..cli.common import command_line
     from ..eval.frontier import merge_rows, write_outputs
+    from ..eval.frontier_record import record_nets
 
     with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, OSError, json.JSONDecodeError, KeyError):
         result = json.loads(runs[0].read_text())
         for path in runs[1:]:
             merge_rows(result, json.loads(path.read_text()), str(path))
         paths = write_outputs(result, out)
+        lines = record_nets(result, Path(result["split"]["faces_root"]), result.get("command") or command_line()) \
+            if record else []
     print("wrote " + ", ".join(str(p) for p in paths))
+    for line in lines:
+        print(line)

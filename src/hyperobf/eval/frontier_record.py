@@ -2,7 +2,9 @@
 
 Recorded: the net *as issued* (no budget enforced: what `hyperobf protect` does without a preset)
 and the net under each preset's budget (:mod:`hyperobf.presets`: what `protect --preset` ships).
-Rows at other budgets stay in the frontier's table only.
+Rows at other budgets stay in the frontier's table only. An inversion row (the attacker restored the
+uploads with an InvNet of nets it holds) is its own attack, named so; a ResNet trained with the scale's
+settings overridden (``--scale-set``) names its recipe, so a weaker attacker's entry never replaces it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
             f"{result['split']['seed']}: {result['targets']} users x {result['uploads_per_target']} uploads, "
             f"{result['distractors']} distractors")
     out = []
+    recipe = " ".join(f"{k}={v}" for k, v in sorted((result.get("scale_overrides") or {}).items()))
     for key, s in row["acc"].items():
         if "+" in key:  # after a counter (JPEG, resize, ...): the frontier's table, not the user's record
             continue
         attacker, protocol = key.split("/")
+        if recipe and attacker.startswith("resnet"):
+            attacker += f" ({recipe})"
+        if row.get("held_nets"):
+            attacker += f" after an InvNet of {row['held_nets']} held net(s)"
         n_q = (result["uploads_per_target"] if protocol == "query" else sum(result["test_per_target"]))
         out.append(entry(attacker, PROTOCOLS.get(protocol, protocol), data, clean["acc"][key]["mean"], s["mean"],
                          row["dssim_mean"], row["dssim_max"], n_q * (1 if protocol != "query" else result["targets"]),
@@ -35,8 +42,15 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
     return out
 
 
+def row_command(result: dict, row: dict, command: str) -> str:
+    """The command that measured ``row``: its own run's, for a row joined from another run."""
+    src = row.get("included_from")
+    return next((i["command"] for i in result.get("included", []) if i["source"] == src and i.get("command")),
+                command) if src else command
+
+
 def record_nets(result: dict, faces: Path, command: str) -> list[str]:
-    """Write the as-issued rows into their checkpoints; returns one line per checkpoint."""
+    """Write the as-issued and preset rows into their checkpoints; returns one line per checkpoint."""
     from ..protection import status_line
     from ..train.checkpoint import record_protection
 
@@ -47,10 +61,11 @@ def record_nets(result: dict, faces: Path, command: str) -> list[str]:
         if not row.get("checkpoint") or not row["protector"].startswith("net:"):
             continue
         if row["rho"] is None:  # as issued: no budget enforced
-            per_checkpoint.setdefault(row["checkpoint"], []).extend(entries_for(result, row, faces, command))
+            per_checkpoint.setdefault(row["checkpoint"], []).extend(
+                entries_for(result, row, faces, row_command(result, row, command)))
         elif preset_for(row["rho"]):  # under a preset's budget: what `protect --preset` ships
             per_checkpoint.setdefault(row["checkpoint"], []).extend(
-                entries_for(result, row, faces, command, preset_for(row["rho"])))
+                entries_for(result, row, faces, row_command(result, row, command), preset_for(row["rho"])))
     lines = []
     for ck, entries in per_checkpoint.items():
         rec = record_protection(ck, entries)
