@@ -142,6 +142,18 @@ def test_invnet_mirrors_masknet_and_restores_a_fixed_perturbation():
     assert err_after < 0.5 * err_before
 
 
+def test_invnet_identity_start_returns_its_input_until_trained():
+    from hyperobf.eval.invnet import InvNet
+    from hyperobf.spec import builtin_spec
+
+    spec = builtin_spec("tiny", 0.05)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    assert torch.equal(InvNet(spec, 0.1, identity_start=True)(x), x)
+    torch.manual_seed(0)
+    assert (InvNet(spec, 0.1)(x) - x).abs().mean() > 1e-3  # the thesis's random start adds noise
+
+
 def test_attacker_shift_translates_each_image_and_keeps_banks_aligned():
     from hyperobf.eval.fr import _shift
 

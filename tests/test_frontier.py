@@ -148,6 +148,11 @@ def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
         merge_rows(main, _run({"mfn/query": 0.9}, []), "x.json")
     with pytest.raises(ValueError, match="not the same"):  # another attacker recipe (--scale-set)
         merge_rows(main, _run({"mfn/query": 1.0}, [], {"fr_epochs": 30}), "y.json")
+    # another InvNet recipe: only its inversion rows differ, and they name it
+    strong = "net:t inverted (1 held, identity-start InvNet, 8 epochs)"
+    merge_rows(main, _run({"mfn/query": 1.0}, [{"protector": strong, "rho": 0.025, "acc": {"mfn/query": 1.0}}],
+                          {"inv_identity_start": True, "inv_epochs": 8}), "z.json")
+    assert main["rows"][-1]["protector"] == strong and row_kind(strong) == "inverted"
 
 
 def test_frontier_join_fails_in_one_line_on_a_bad_file(tmp_path):

@@ -235,7 +235,7 @@ ROW_KINDS = ("clean", "net", "inverted", "hybrid", "limit")
 
 def row_kind(protector: str) -> str:
     """clean | net | inverted | hybrid | limit: what --resnet-on selects."""
-    if protector.endswith("held)"):
+    if " inverted (" in protector:
         return "inverted"
     return protector.split(":")[0].split("-")[0].split(" ")[0]
 
@@ -310,7 +310,9 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
     """Add an earlier run's rows (not its clean row) to ``result``; ValueError unless it measured the
     same users, uploads and attackers (then its numbers are comparable row for row)."""
     same = {k: (result.get(k), earlier.get(k)) for k in ("targets", "uploads_per_target", "distractors")}
-    same["scale_overrides"] = (result.get("scale_overrides") or {}, earlier.get("scale_overrides") or {})
+    # the InvNet's settings (inv_*) change only the inversion rows, which carry them (and name them)
+    attacker = lambda r: {k: v for k, v in (r.get("scale_overrides") or {}).items() if not k.startswith("inv_")}  # noqa: E731
+    same["scale_overrides"] = (attacker(result), attacker(earlier))
     split_a = {k: result["split"].get(k) for k in ("seed", "fr_source", "targets", "distractors")}
     split_b = {k: earlier.get("split", {}).get(k) for k in ("seed", "fr_source", "targets", "distractors")}
     if any(a != b for a, b in same.values()) or split_a != split_b:

@@ -40,6 +40,8 @@ def inversion_rows(fr, checkpoint: str, name: str, rho: float, protected: list[t
     ctx = fr.ctx
     loaded = load_checkpoint(checkpoint)  # once for every held count
     spec, src = loaded.spec, loaded.source.eval()
+    sc = ctx.scale
+    how = f", identity-start InvNet, {sc.inv_epochs} epochs" if sc.inv_identity_start else ""
     for n in sorted(set(counts)):
         t = time.perf_counter()
         held = _held_params(src, n, fr.cfg.seed)
@@ -47,5 +49,6 @@ def inversion_rows(fr, checkpoint: str, name: str, rho: float, protected: list[t
             inv = train_invnet(spec, held, ctx.data.public.images, ctx.scale, ctx.device, fr.cfg.seed + 300 + n,
                                budget=(rho, spec.rho_pixel))
         restored = [quantise(restore(inv, p)) for p in protected]
-        yield (f"net:{name} inverted ({n} held)", restored, time.perf_counter() - t,
-               {"checkpoint": str(Path(checkpoint)), "held_nets": n, "invnet_epochs": ctx.scale.inv_epochs})
+        yield (f"net:{name} inverted ({n} held{how})", restored, time.perf_counter() - t,
+               {"checkpoint": str(Path(checkpoint)), "held_nets": n, "invnet_epochs": sc.inv_epochs,
+                "invnet_identity_start": sc.inv_identity_start})

@@ -25,7 +25,7 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
             f"{result['split']['seed']}: {result['targets']} users x {result['uploads_per_target']} uploads, "
             f"{result['distractors']} distractors")
     out = []
-    recipe = " ".join(f"{k}={v}" for k, v in sorted((result.get("scale_overrides") or {}).items()))
+    recipe = " ".join(f"{k}={v}" for k, v in sorted((result.get("scale_overrides") or {}).items()) if k.startswith("fr_"))
     for key, s in row["acc"].items():
         if "+" in key:  # after a counter (JPEG, resize, ...): the frontier's table, not the user's record
             continue
@@ -33,7 +33,8 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
         if recipe and attacker.startswith("resnet"):
             attacker += f" ({recipe})"
         if row.get("held_nets"):
-            attacker += f" after an InvNet of {row['held_nets']} held net(s)"
+            attacker += f" after an InvNet of {row['held_nets']} held net(s)" + (
+                f" (identity start, {row['invnet_epochs']} epochs)" if row.get("invnet_identity_start") else "")
         n_q = (result["uploads_per_target"] if protocol == "query" else sum(result["test_per_target"]))
         out.append(entry(attacker, PROTOCOLS.get(protocol, protocol), data, clean["acc"][key]["mean"], s["mean"],
                          row["dssim_mean"], row["dssim_max"], n_q * (1 if protocol != "query" else result["targets"]),

@@ -55,7 +55,8 @@ def report_md(result: dict) -> str:
         + (" Scale settings changed for this run: " + ", ".join(f"{k} = {v}" for k, v in result["scale_overrides"].items())
            + "." if result.get("scale_overrides") else "")
         + (" `inverted (n held)` rows: the uploads after the attacker's InvNet trained on n other nets of the same "
-           "HyperNet (E3/E4); their DSSIM is the restored uploads' distance to the originals."
+           "HyperNet (E3/E4; the thesis's InvNet, randomly initialised, unless the row says it starts as the identity); "
+           "their DSSIM is the restored uploads' distance to the originals."
            if any("held_nets" in r for r in result["rows"]) else ""),
         "",
         f"Machine: {result['machine']['processor']} ({result['machine'].get('cores', '?')} cores), "

@@ -7,7 +7,10 @@ runs them backwards with transposed convolutions (ReLU between), and a Tanh outp
 Following the thesis ("the pixel-level changes introduced by the protecting process can be
 precisely calculated and applied to the perturbed images"), the Tanh output is a correction
 added to the protected image: restored = clamp(x_p + a * tanh(h), 0, 1), where a is twice the
-largest |δ| the attacker measures on the MaskNets it holds (it can run them).
+largest |δ| the attacker measures on the MaskNets it holds (it can run them). With
+``identity_start`` the decoder's last layer starts at zero, so the untrained InvNet returns its input
+and training only has to learn the correction (a randomly initialised one starts by adding noise of
+amplitude a, which a few epochs do not undo: the stronger attacker).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .limit import fit_budget
 
 
 class InvNet(nn.Module):
-    def __init__(self, spec: MaskNetSpec, amplitude: float = 0.1) -> None:
+    def __init__(self, spec: MaskNetSpec, amplitude: float = 0.1, identity_start: bool = False) -> None:
         super().__init__()
         hidden = spec.layers[:-1]  # the layers before the RGB projection
         enc, strided, ch = [], 0, spec.in_channels
@@ -41,6 +44,9 @@ class InvNet(nn.Module):
             else:
                 dec.append(nn.ConvTranspose2d(o, i, k, 1, k // 2))
         self.decoder = nn.ModuleList(dec)
+        if identity_start:  # tanh(0) = 0: restored = x_p until training moves the last layer
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
         self.register_buffer("amplitude", torch.tensor(float(amplitude)))
         self.down = 2 ** strided
 
@@ -85,7 +91,7 @@ def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch
         probe = probe.repeat(math.ceil(n / len(probe)), 1, 1, 1)
         y, x = _perturb(spec, held, probe, gen, budget)
         amp = max(2.0 * float((y - x).abs().max()), 1e-3)
-    net = InvNet(spec, amp).to(device)
+    net = InvNet(spec, amp, scale.inv_identity_start).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=scale.inv_lr)
     b = max(n, scale.inv_batch - scale.inv_batch % n)
     steps = max(1, math.ceil(len(public) / b))

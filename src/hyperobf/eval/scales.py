@@ -43,6 +43,7 @@ class EvalScale:
     inv_epochs: int = 8
     inv_batch: int = 64
     inv_lr: float = 2e-3
+    inv_identity_start: bool = False  # zero last layer: the untrained InvNet returns its input (thesis: random)
     # --- experiments -----------------------------------------------------------------------
     mix_nets: int = 10  # E3: nets per method (thesis: 10x10)
     mix_users: int = 5  # E3/E5: target users of the mix matrices
