@@ -201,3 +201,28 @@ def test_scale_overrides_are_checked_and_typed():
     assert get_scale("reduced").fr_epochs == 10  # the table itself is untouched
     with pytest.raises(ValueError, match="unknown scale setting"):
         get_scale("reduced", fr_epochz=3)
+
+
+def test_squeezing_resnet_attacker_sees_every_image_through_its_counter():
+    """--resnet-counters: distractors, validation, the target's test photos and its uploads all squeezed."""
+    from types import SimpleNamespace
+
+    from hyperobf.eval.counters import get_counter
+    from hyperobf.eval.fr import Job, ResNetAttacker, to_u8
+    from hyperobf.eval.scales import get_scale
+
+    g = torch.Generator().manual_seed(0)
+    img = lambda n: (torch.rand(n, 3, 16, 16, generator=g) * 255).to(torch.uint8)  # noqa: E731
+    d = SimpleNamespace(images=img(6), labels=torch.tensor([0, 0, 0, 1, 1, 1]), classes=["a", "b"])
+    v = SimpleNamespace(images=img(2), labels=torch.tensor([0, 1]), classes=["a", "b"])
+    targets = [SimpleNamespace(test=img(3))]
+    sq = lambda x: to_u8(get_counter("gray+jpeg10")(x.float() / 255.0))  # noqa: E731
+    plain = ResNetAttacker(None, d, v, targets, get_scale("tiny"), torch.device("cpu"), 0)
+    att = ResNetAttacker(None, d, v, targets, get_scale("tiny"), torch.device("cpu"), 0, counter="gray+jpeg10")
+    assert torch.equal(plain.d_x, d.images) and torch.equal(plain.tests[0], targets[0].test)
+    assert torch.equal(att.d_x, sq(d.images)) and torch.equal(att.v_x, sq(v.images))
+    assert torch.equal(att.tests[0], sq(targets[0].test)) and not torch.equal(att.tests[0], targets[0].test)
+    up = img(4)
+    assert torch.equal(att._squeeze(up), sq(up)) and torch.equal(att._squeeze(up.float() / 255.0), sq(up))
+    r = att.run([Job(0, up)])  # trains on the squeezed uploads end to end
+    assert 0.0 <= r[0]["acc"] <= 1.0

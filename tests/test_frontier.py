@@ -153,6 +153,14 @@ def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
     merge_rows(main, _run({"mfn/query": 1.0}, [{"protector": strong, "rho": 0.025, "acc": {"mfn/query": 1.0}}],
                           {"inv_identity_start": True, "inv_epochs": 8}), "z.json")
     assert main["rows"][-1]["protector"] == strong and row_kind(strong) == "inverted"
+    # a run with an attacker the table lacks (a squeezing ResNet): its clean level joins the clean row
+    squeeze = _run({"mfn/query": 1.0, "resnet/gallery+gray": 0.4},
+                   [{"protector": "net:t", "rho": 0.03, "acc": {"mfn/query": 1.0, "resnet/gallery+gray": 0.35}}])
+    merge_rows(main, squeeze, "s.json")
+    assert main["rows"][0]["acc"]["resnet/gallery+gray"]["mean"] == 0.4 and "resnet/gallery+gray" in main["attackers"]
+    with pytest.raises(ValueError, match="no clean level for resnet/gallery\\+blur"):
+        merge_rows(main, _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.04,
+                                                   "acc": {"mfn/query": 1.0, "resnet/gallery+blur": 0.2}}]), "b.json")
 
 
 def test_frontier_join_fails_in_one_line_on_a_bad_file(tmp_path):
@@ -217,3 +225,18 @@ def test_frontier_join_records_preset_rows_with_their_own_command(tmp_path, tiny
         ("mfn after an InvNet of 1 held net(s)", "max", 1.0, "hyperobf eval frontier --out b"),
         ("resnet18-scratch (fr_epochs=30) after an InvNet of 1 held net(s)", "max", 0.3, "hyperobf eval frontier --out b")}
     assert "under preset max" in status_line(load_checkpoint(ck).payload["protection"], preset="max")
+
+
+@pytest.mark.parametrize("value,msg", [("bogus", "error: unknown counter 'bogus' (available: jpeg75, resize50, gray+jpeg10, blur)"),
+                                       (" , ", "error: --resnet-counters: give none or counter names")])
+def test_frontier_rejects_bad_resnet_counters_in_one_line(tmp_path, value, msg):
+    from typer.testing import CliRunner
+
+    from hyperobf.cli import app
+
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "models").mkdir()
+    r = CliRunner().invoke(app, ["eval", "frontier", "--resnet-counters", value, "--faces", str(tmp_path / "faces"),
+                                 "--models", str(tmp_path / "models"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and r.output.strip() == msg, r.output
+    assert not (tmp_path / "o").exists()

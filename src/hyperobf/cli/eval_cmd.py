@@ -150,6 +150,7 @@ def frontier(
     resnet_rho: Annotated[Optional[str], typer.Option(help="Budgets at which the ResNets attack (default: every --rho).")] = None,
     resnet_on: Annotated[str, typer.Option(help="Row kinds the ResNets attack, comma-separated: clean, net, inverted, hybrid, limit (default: all). Lets two processes share one table's costly rows.")] = "all",
     counters: Annotated[str, typer.Option(help="Counters the embedders' attackers also apply to the protected uploads first, comma-separated: jpeg75, resize50, gray+jpeg10, blur (or 'none').")] = "none",
+    resnet_counters: Annotated[str, typer.Option(help="One ResNet attacker per entry, comma-separated: none (plain) or a counter name (it squeezes every image it trains and queries on through it, e.g. gray+jpeg10); each costs a ResNet training per row.")] = "none",
     scale_set: Annotated[Optional[list[str]], typer.Option("--scale-set", help="Override a setting of the scale, key=value (repeatable), e.g. fr_epochs=30 fr_onecycle=true fr_shift=8 (a stronger ResNet attacker); recorded in the result.")] = None,
     inversion: Annotated[str, typer.Option(help="Inversion attacker (E3/E4): how many nets of the same HyperNet it holds, comma-separated, e.g. 1,2,3 (or 'none'); at the ResNets' budgets.")] = "none",
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
@@ -191,7 +192,10 @@ def frontier(
         from ..eval.counters import get_counter
 
         counter_names = () if counters.strip() == "none" else tuple(c.strip() for c in counters.split(",") if c.strip())
-        for c in counter_names:
+        resnet_counter_names = tuple(c.strip() for c in resnet_counters.split(",") if c.strip())
+        if not resnet_counter_names:
+            raise ValueError("--resnet-counters: give none or counter names")
+        for c in counter_names + tuple(c for c in resnet_counter_names if c != "none"):
             get_counter(c)  # unknown names fail here, before any attacker is trained
         from ..eval.frontier import ROW_KINDS
 
@@ -207,7 +211,7 @@ def frontier(
             import torch
 
             torch.set_num_threads(threads)
-        cfg = FrontierConfig(counters=counter_names, inversion=held, resnet_on=kinds, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
+        cfg = FrontierConfig(counters=counter_names, resnet_counters=resnet_counter_names, inversion=held, resnet_on=kinds, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
                              limit_tol=limit_tol, limit_lr=limit_lr, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,

@@ -99,17 +99,32 @@ class ResNetAttacker:
     name = "resnet18"
 
     def __init__(self, trunk: dict | None, distractor_train, distractor_val, targets, scale, device: torch.device,
-                 seed: int):
-        """``trunk`` None: trained from scratch on distractors + the target (no public pre-training)."""
+                 seed: int, counter: str | None = None):
+        """``trunk`` None: trained from scratch on distractors + the target (no public pre-training).
+
+        ``counter`` (an :mod:`.counters` name): the attacker passes every image it trains, validates and
+        queries on through it (image squeezing as a defence against error-minimising noise: Liu et al.,
+        2023); the target's uploads at each job."""
         self.trunk, self.scale, self.device, self.seed = trunk, scale, device, seed
         if trunk is None:
             self.name = "resnet18-scratch"
-        self.d_x = distractor_train.images.to(device)  # (Nd, 3, S, S) uint8
+        self.counter = counter
+        self.d_x = self._squeeze(distractor_train.images).to(device)  # (Nd, 3, S, S) uint8
         self.d_y = distractor_train.labels.to(device)
-        self.v_x = distractor_val.images.to(device)
+        self.v_x = self._squeeze(distractor_val.images).to(device)
         self.v_y = distractor_val.labels.to(device)
         self.n_cls = len(distractor_train.classes) + 1  # + the target
         self.targets = targets
+        self.tests = [self._squeeze(t.test) for t in targets]  # (n_t, 3, S, S) uint8 per target
+
+    def _squeeze(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, 3, S, S) uint8 or float [0, 1] -> uint8, through the attacker's counter (if any)."""
+        if self.counter is None:
+            return to_u8(x)
+        from .counters import get_counter
+
+        f = get_counter(self.counter)
+        return torch.cat([to_u8(f(as_float(x[i:i + 256]))) for i in range(0, len(x), 256)])
 
     def run(self, jobs: list[Job]) -> list[dict]:
         """One result dict per job: accuracy on the target's clean test images (at the
@@ -139,10 +154,10 @@ class ResNetAttacker:
         # Per-model part of the training set: target images (label = n_cls - 1) + extras.
         own_x, own_y = [], []
         for j in jobs:
-            xs = [to_u8(j.target_train)]
+            xs = [self._squeeze(j.target_train)]
             ys = [torch.full((len(j.target_train),), self.n_cls - 1, dtype=torch.int64)]
             if j.extra is not None:
-                xs.append(to_u8(j.extra))
+                xs.append(self._squeeze(j.extra))
                 ys.append(j.extra_labels.to(torch.int64))
             own_x.append(torch.cat(xs))
             own_y.append(torch.cat(ys))
@@ -157,7 +172,7 @@ class ResNetAttacker:
         sched = (torch.optim.lr_scheduler.OneCycleLR(opt, sc.fr_lr, total_steps=steps * sc.fr_epochs)
                  if sc.fr_onecycle else None)
         gen = torch.Generator().manual_seed(self.seed + 1)
-        test = [self.targets[j.user].test for j in jobs]
+        test = [self.tests[j.user] for j in jobs]
         best_val = torch.full((m,), -1.0)
         best = [dict() for _ in range(m)]
         since = torch.zeros(m, dtype=torch.int64)

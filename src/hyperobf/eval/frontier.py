@@ -66,6 +66,8 @@ class FrontierConfig:
     resnet_scratch: bool = False  # ResNet-18 trained from scratch on distractors + uploads
     resnet_rhos: tuple[float, ...] = ()  # budgets at which the ResNets attack (empty: all); costly on a CPU
     counters: tuple[str, ...] = ()  # eval.counters names: the embedders also see the uploads after each
+    # one ResNet attacker per entry: "none" = plain; a counter name = it squeezes every image it sees through it
+    resnet_counters: tuple[str, ...] = ("none",)
     resnet_on: tuple[str, ...] = ()  # row kinds the ResNets attack (row_kind; empty: every kind)
     inversion: tuple[int, ...] = ()  # held-net counts of the inversion attacker (E3/E4), at the ResNets' budgets
     seed: int = 0
@@ -107,13 +109,12 @@ class Frontier:
         if cfg.resnet or cfg.resnet_scratch:
             from .fr import ResNetAttacker, pretrain_trunk
 
-            if cfg.resnet:  # pre-trained on the attacker's public faces, then fine-tuned
-                trunk = pretrain_trunk(d.public.images, d.public.labels, ctx.scale, ctx.device, ctx.seed)
-                self.resnets.append(ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets, ctx.scale,
-                                                   ctx.device, ctx.seed))
-            if cfg.resnet_scratch:
-                self.resnets.append(ResNetAttacker(None, d.distractor_train, d.distractor_val, d.targets, ctx.scale,
-                                                   ctx.device, ctx.seed))
+            trunks = ([pretrain_trunk(d.public.images, d.public.labels, ctx.scale, ctx.device, ctx.seed)]
+                      if cfg.resnet else []) + ([None] if cfg.resnet_scratch else [])  # None: from scratch
+            for trunk in trunks:
+                for c in cfg.resnet_counters:
+                    self.resnets.append(ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets,
+                                                       ctx.scale, ctx.device, ctx.seed, None if c == "none" else c))
         self._grad_embedders: dict[str, torch.nn.Module] = {}
 
     # --- embedders with gradients (white box / refinement) --------------------------------------
@@ -160,7 +161,7 @@ class Frontier:
         for net in self.resnets if resnets else ():
             with torch.enable_grad():  # the attacker trains (measure itself runs under no_grad)
                 res = net.run([Job(u, p) for u, p in enumerate(protected)])
-            out["per_user"][f"{net.name}/gallery"] = [r["acc"] for r in res]
+            out["per_user"][f"{net.name}/gallery" + (f"+{net.counter}" if net.counter else "")] = [r["acc"] for r in res]
         out["acc"] = {k: summary(v) for k, v in out["per_user"].items()}
         return out
 
@@ -317,13 +318,20 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
     split_b = {k: earlier.get("split", {}).get(k) for k in ("seed", "fr_source", "targets", "distractors")}
     if any(a != b for a, b in same.values()) or split_a != split_b:
         raise ValueError(f"{source}: not the same split, uploads or attackers as this run; cannot join its rows")
-    clean_a = next(r for r in result["rows"] if r["protector"] == "clean")["acc"]
-    clean_b = next(r for r in earlier["rows"] if r["protector"] == "clean")["acc"]
+    row_a = next(r for r in result["rows"] if r["protector"] == "clean")
+    row_b = next(r for r in earlier["rows"] if r["protector"] == "clean")
+    clean_a, clean_b = row_a["acc"], row_b["acc"]
     # attackers both clean rows have (a run may leave its costly ResNets off the clean row: --resnet-on)
     if any(abs(clean_a[k]["mean"] - clean_b[k]["mean"]) > 1e-9 for k in clean_a.keys() & clean_b.keys()):
         raise ValueError(f"{source}: its clean level differs from this run's (other attackers' state)")
-    if not set(earlier.get("attackers", ())) <= set(result["attackers"]):
-        raise ValueError(f"{source}: it has attackers this run does not; join the other way round")
+    missing = set(earlier.get("attackers", ())) - clean_a.keys() - clean_b.keys()
+    if missing:
+        raise ValueError(f"{source}: no clean level for {', '.join(sorted(missing))} in either run")
+    # an attacker only the other run has (e.g. a squeezing ResNet): its clean level joins the table's clean row
+    for k in clean_b.keys() - clean_a.keys():
+        clean_a[k] = clean_b[k]
+        row_a.setdefault("per_user", {})[k] = row_b.get("per_user", {}).get(k)
+    result["attackers"] = sorted(set(result["attackers"]) | set(earlier.get("attackers", ())))
     # a row this table already has (same protector and ρ; e.g. the net row both processes measured) stays
     # the table's own: the other run's copy adds nothing but attackers this one chose to leave off
     have = {(r["protector"], r["rho"]) for r in result["rows"]}
