@@ -240,3 +240,16 @@ def test_frontier_rejects_bad_resnet_counters_in_one_line(tmp_path, value, msg):
                                  "--models", str(tmp_path / "models"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and r.output.strip() == msg, r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_report_pairs_the_trained_attackers_with_their_clean_level():
+    from hyperobf.eval.frontier_report import _paired_table
+
+    pu = lambda v: {"resnet18-scratch/gallery": v, "mfn/query": [1.0] * len(v)}  # noqa: E731
+    result = {"attackers": ["mfn/query", "resnet18-scratch/gallery"], "rows": [
+        {"protector": "clean", "rho": 0.0, "per_user": pu([0.6, 0.4, 0.2])},
+        {"protector": "net:t", "rho": 0.025, "per_user": pu([0.2, 0.4, 0.4])},
+        {"protector": "net:u", "rho": 0.025, "per_user": {"mfn/query": [1.0] * 3}}]}  # no ResNet: no row
+    lines = _paired_table(result)
+    assert lines[3] == "| protector | ρ | resnet18-scratch/gallery |"
+    assert lines[5:] == ["| net:t | 0.025 | -0.07 ± 0.31 (1 / 1) |"]  # (−0.4, 0, +0.2): mean −0.067, sd 0.306

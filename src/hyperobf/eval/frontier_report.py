@@ -38,6 +38,34 @@ def _counter_table(result: dict) -> list[str]:
     return lines
 
 
+def _paired_table(result: dict) -> list[str]:
+    """The trained attackers (ResNets, with and without counters) per user against their clean level:
+    mean ± sd of the paired difference and how many users went down / up (their sd over users is large,
+    so the pairing is what says whether a protector moved them)."""
+    clean = next(r for r in result["rows"] if r["protector"] == "clean").get("per_user", {})
+    keys = [a for a in result["attackers"] if a.startswith("resnet") and clean.get(a)]
+    if not keys:
+        return []
+    lines = ["", "Paired with the clean level, per user (protected − clean: mean ± sd, users lower / higher):", "",
+             "| protector | ρ | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for r in result["rows"]:
+        if r["protector"] == "clean" or not any(r.get("per_user", {}).get(k) for k in keys):
+            continue
+        cells = []
+        for k in keys:
+            got = r.get("per_user", {}).get(k)
+            if not got or len(got) != len(clean[k]):
+                cells.append("–")
+                continue
+            d = [a - b for a, b in zip(got, clean[k])]
+            mean = sum(d) / len(d)
+            sd = (sum((x - mean) ** 2 for x in d) / max(1, len(d) - 1)) ** 0.5
+            cells.append(f"{mean:+.2f} ± {sd:.2f} ({sum(x < -1e-9 for x in d)} / {sum(x > 1e-9 for x in d)})")
+        rho = "–" if r["rho"] is None else f"{r['rho']:g}"
+        lines.append(f"| {r['protector']} | {rho} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report_md(result: dict) -> str:
     attackers = _main_attackers(result)
     cfg = result["config"]
@@ -75,6 +103,7 @@ def report_md(result: dict) -> str:
         lines.append(f"| {r['protector']} | {rho} | {r['dssim_mean']:.4f} ({r['dssim_max']:.4f}) | {cos} | {accs} | "
                      f"{r['seconds']:.0f} |")
     lines += _counter_table(result)
+    lines += _paired_table(result)
     for inc in result.get("included", []):
         lines.append(f"\nRows from `{inc['source']}` (same split, uploads and attackers; {inc['seconds']:.0f} s): "
                      f"`{inc['command']}`")
