@@ -128,7 +128,8 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
 
 def _run(clean: dict, rows: list[dict], overrides: dict | None = None) -> dict:
     acc = lambda d: {k: {"mean": v, "sd": 0.0} for k, v in d.items()}  # noqa: E731
-    all_rows = [{"protector": "clean", "rho": 0.0, "acc": acc(clean)}] + [dict(r, acc=acc(r["acc"])) for r in rows]
+    all_rows = [{"protector": "clean", "rho": 0.0, "acc": acc(clean)}] + [{"dssim_mean": 0.0, **r, "acc": acc(r["acc"])}
+                                                                           for r in rows]
     return {"rows": all_rows, "targets": 10, "uploads_per_target": 20, "distractors": 20,
             "attackers": sorted({k for r in all_rows for k in r["acc"]}), "scale_overrides": overrides or {},
             "split": {"seed": 0, "fr_source": "celeba299", "targets": ["a"], "distractors": ["b"]}}
@@ -155,9 +156,16 @@ def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
     assert main["rows"][-1]["protector"] == strong and row_kind(strong) == "inverted"
     # a run with an attacker the table lacks (a squeezing ResNet): its clean level joins the clean row
     squeeze = _run({"mfn/query": 1.0, "resnet/gallery+gray": 0.4},
-                   [{"protector": "net:t", "rho": 0.03, "acc": {"mfn/query": 1.0, "resnet/gallery+gray": 0.35}}])
+                   [{"protector": "net:t", "rho": 0.03, "acc": {"mfn/query": 1.0, "resnet/gallery+gray": 0.35}},
+                    {"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 0.5, "resnet/gallery+gray": 0.25}}])
     merge_rows(main, squeeze, "s.json")
     assert main["rows"][0]["acc"]["resnet/gallery+gray"]["mean"] == 0.4 and "resnet/gallery+gray" in main["attackers"]
+    both = next(r for r in main["rows"] if (r["protector"], r["rho"]) == ("net:t", 0.025))  # measured by both runs:
+    assert both["acc"]["mfn/query"]["mean"] == 1.0 and both["acc"]["resnet/gallery+gray"]["mean"] == 0.25  # own + new
+    assert both["attackers_from"] == {"resnet/gallery+gray": "s.json"}
+    with pytest.raises(ValueError, match="protected other uploads"):  # same name, other nets: not one row
+        merge_rows(main, _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.025, "dssim_mean": 0.01,
+                                                   "acc": {"mfn/query": 1.0}}]), "o.json")
     with pytest.raises(ValueError, match="no clean level for resnet/gallery\\+blur"):
         merge_rows(main, _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.04,
                                                    "acc": {"mfn/query": 1.0, "resnet/gallery+blur": 0.2}}]), "b.json")

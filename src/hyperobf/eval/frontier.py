@@ -333,10 +333,21 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
         row_a.setdefault("per_user", {})[k] = row_b.get("per_user", {}).get(k)
     result["attackers"] = sorted(set(result["attackers"]) | set(earlier.get("attackers", ())))
     # a row this table already has (same protector and ρ; e.g. the net row both processes measured) stays
-    # the table's own: the other run's copy adds nothing but attackers this one chose to leave off
-    have = {(r["protector"], r["rho"]) for r in result["rows"]}
-    result["rows"] += [dict(r, included_from=source) for r in earlier["rows"]
-                       if r["protector"] != "clean" and (r["protector"], r["rho"]) not in have]
+    # the table's own; the other run's copy adds only the attackers this one left off (a squeezing ResNet)
+    have = {(r["protector"], r["rho"]): r for r in result["rows"]}
+    for r in earlier["rows"]:
+        mine = have.get((r["protector"], r["rho"]))
+        if r["protector"] == "clean":
+            continue
+        if mine is None:
+            result["rows"].append(dict(r, included_from=source))
+            continue
+        if abs(mine["dssim_mean"] - r["dssim_mean"]) > 1e-9:
+            raise ValueError(f"{source}: its {r['protector']} row at ρ {r['rho']} protected other uploads")
+        for k in r["acc"].keys() - mine["acc"].keys():
+            mine["acc"][k] = r["acc"][k]
+            mine.setdefault("per_user", {})[k] = r.get("per_user", {}).get(k)
+            mine.setdefault("attackers_from", {})[k] = source
     result.setdefault("included", []).append({"source": source, "command": earlier.get("command"),
                                               "seconds": earlier.get("seconds"), "machine": earlier.get("machine")})
 
