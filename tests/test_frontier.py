@@ -210,11 +210,17 @@ def test_frontier_join_records_preset_rows_with_their_own_command(tmp_path, tiny
     ck.write_bytes(tiny_checkpoint.read_bytes())
     net = {"checkpoint": str(ck), "dssim_mean": 0.02, "dssim_max": 0.025}
     runs = []
-    for name, rows in [("a", [dict(net, protector="net:t", rho=0.025, acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.2}),
-                              dict(net, protector="net:t", rho=0.03, acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.1})]),
-                       ("b", [dict(net, protector="net:t inverted (1 held)", rho=0.025, held_nets=1,
-                                   acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.3})])]:
-        run = _run({"mfn/query": 1.0, "resnet18-scratch/gallery": 0.6}, rows, {"fr_epochs": 30})
+    squeezed = "resnet18-scratch/gallery+gray+jpeg10"
+    for name, clean, rows in [
+            ("a", {"mfn/query": 1.0, "resnet18-scratch/gallery": 0.6},
+             [dict(net, protector="net:t", rho=0.025, acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.2}),
+              dict(net, protector="net:t", rho=0.03, acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.1})]),
+            ("b", {"mfn/query": 1.0, "resnet18-scratch/gallery": 0.6},
+             [dict(net, protector="net:t inverted (1 held)", rho=0.025, held_nets=1,
+                   acc={"mfn/query": 1.0, "resnet18-scratch/gallery": 0.3})]),
+            ("c", {"mfn/query": 1.0, "mfn/query+jpeg75": 1.0, squeezed: 0.5},  # a squeezing ResNet on a's net row
+             [dict(net, protector="net:t", rho=0.025, acc={"mfn/query": 1.0, "mfn/query+jpeg75": 0.9, squeezed: 0.4})])]:
+        run = _run(clean, rows, {"fr_epochs": 30})
         for r in run["rows"]:
             r.setdefault("dssim_mean", 0.0), r.setdefault("dssim_max", 0.0), r.setdefault("seconds", 1.0)
         run.update(command=f"hyperobf eval frontier --out {name}", test_per_target=[5] * 10, seconds=1.0,
@@ -231,7 +237,9 @@ def test_frontier_join_records_preset_rows_with_their_own_command(tmp_path, tiny
         ("mfn", "max", 1.0, "hyperobf eval frontier --out a"),
         ("resnet18-scratch (fr_epochs=30)", "max", 0.2, "hyperobf eval frontier --out a"),
         ("mfn after an InvNet of 1 held net(s)", "max", 1.0, "hyperobf eval frontier --out b"),
-        ("resnet18-scratch (fr_epochs=30) after an InvNet of 1 held net(s)", "max", 0.3, "hyperobf eval frontier --out b")}
+        ("resnet18-scratch (fr_epochs=30) after an InvNet of 1 held net(s)", "max", 0.3, "hyperobf eval frontier --out b"),
+        ("resnet18-scratch (fr_epochs=30) squeezing its images with gray+jpeg10", "max", 0.4,
+         "hyperobf eval frontier --out c")}  # an embedder after a counter (mfn+jpeg75) stays in the table
     assert "under preset max" in status_line(load_checkpoint(ck).payload["protection"], preset="max")
 
 

@@ -4,7 +4,8 @@ Recorded: the net *as issued* (no budget enforced: what `hyperobf protect` does 
 and the net under each preset's budget (:mod:`hyperobf.presets`: what `protect --preset` ships).
 Rows at other budgets stay in the frontier's table only. An inversion row (the attacker restored the
 uploads with an InvNet of nets it holds) is its own attack, named so; a ResNet trained with the scale's
-settings overridden (``--scale-set``) names its recipe, so a weaker attacker's entry never replaces it.
+settings overridden (``--scale-set``) names its recipe, so a weaker attacker's entry never replaces it; a
+squeezing ResNet (``--resnet-counters``) is its own attacker. Embedders after a counter stay in the table.
 """
 
 from __future__ import annotations
@@ -27,27 +28,37 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
     out = []
     recipe = " ".join(f"{k}={v}" for k, v in sorted((result.get("scale_overrides") or {}).items()) if k.startswith("fr_"))
     for key, s in row["acc"].items():
-        if "+" in key:  # after a counter (JPEG, resize, ...): the frontier's table, not the user's record
+        attacker, rest = key.split("/")
+        protocol, _, counter = rest.partition("+")
+        if counter and not attacker.startswith("resnet"):  # an embedder after a counter: the frontier's table only
             continue
-        attacker, protocol = key.split("/")
         if recipe and attacker.startswith("resnet"):
             attacker += f" ({recipe})"
+        if counter:  # a ResNet that squeezes every image it trains and queries on (--resnet-counters)
+            attacker += f" squeezing its images with {counter}"
         if row.get("held_nets"):
             attacker += f" after an InvNet of {row['held_nets']} held net(s)" + (
                 f" (identity start, {row['invnet_epochs']} epochs)" if row.get("invnet_identity_start") else "")
         n_q = (result["uploads_per_target"] if protocol == "query" else sum(result["test_per_target"]))
+        if key not in clean["acc"]:
+            continue  # no clean level for it in this table (cannot happen after a checked join)
         out.append(entry(attacker, PROTOCOLS.get(protocol, protocol), data, clean["acc"][key]["mean"], s["mean"],
                          row["dssim_mean"], row["dssim_max"], n_q * (1 if protocol != "query" else result["targets"]),
-                         result["targets"], command, sd=s["sd"], source="eval frontier",
+                         result["targets"], _command_of(result, row.get("attackers_from", {}).get(key), command),
+                         sd=s["sd"], source="eval frontier",
                          **({"preset": preset, "rho": row["rho"]} if preset else {})))
     return out
 
 
+def _command_of(result: dict, source: str | None, command: str) -> str:
+    """The command of the joined run ``source`` (``command`` when None or unknown)."""
+    return next((i["command"] for i in result.get("included", []) if i["source"] == source and i.get("command")),
+                command) if source else command
+
+
 def row_command(result: dict, row: dict, command: str) -> str:
     """The command that measured ``row``: its own run's, for a row joined from another run."""
-    src = row.get("included_from")
-    return next((i["command"] for i in result.get("included", []) if i["source"] == src and i.get("command")),
-                command) if src else command
+    return _command_of(result, row.get("included_from"), command)
 
 
 def record_nets(result: dict, faces: Path, command: str) -> list[str]:
