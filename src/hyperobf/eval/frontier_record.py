@@ -41,7 +41,7 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
                 f" (identity start, {row['invnet_epochs']} epochs)" if row.get("invnet_identity_start") else "")
         n_q = (result["uploads_per_target"] if protocol == "query" else sum(result["test_per_target"]))
         if key not in clean["acc"]:
-            continue  # no clean level for it in this table (cannot happen after a checked join)
+            continue  # no clean level for it (a run whose --resnet-on left the ResNets off its clean row)
         out.append(entry(attacker, PROTOCOLS.get(protocol, protocol), data, clean["acc"][key]["mean"], s["mean"],
                          row["dssim_mean"], row["dssim_max"], n_q * (1 if protocol != "query" else result["targets"]),
                          result["targets"], _command_of(result, row.get("attackers_from", {}).get(key), command),
