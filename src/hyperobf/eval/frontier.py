@@ -336,9 +336,9 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
     # the table's own; the other run's copy adds only the attackers this one left off (a squeezing ResNet)
     have = {(r["protector"], r["rho"]): r for r in result["rows"]}
     for r in earlier["rows"]:
-        mine = have.get((r["protector"], r["rho"]))
         if r["protector"] == "clean":
             continue
+        mine = have.get((r["protector"], r["rho"]))
         if mine is None:
             result["rows"].append(dict(r, included_from=source))
             continue

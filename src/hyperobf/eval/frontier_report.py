@@ -42,6 +42,8 @@ def _paired_table(result: dict) -> list[str]:
     """The trained attackers (ResNets, with and without counters) per user against their clean level:
     mean ± sd of the paired difference and how many users went down / up (their sd over users is large,
     so the pairing is what says whether a protector moved them)."""
+    from .stats import summary
+
     clean = next(r for r in result["rows"] if r["protector"] == "clean").get("per_user", {})
     keys = [a for a in result["attackers"] if a.startswith("resnet") and clean.get(a)]
     if not keys:
@@ -58,9 +60,8 @@ def _paired_table(result: dict) -> list[str]:
                 cells.append("–")
                 continue
             d = [a - b for a, b in zip(got, clean[k])]
-            mean = sum(d) / len(d)
-            sd = (sum((x - mean) ** 2 for x in d) / max(1, len(d) - 1)) ** 0.5
-            cells.append(f"{mean:+.2f} ± {sd:.2f} ({sum(x < -1e-9 for x in d)} / {sum(x > 1e-9 for x in d)})")
+            s = summary(d)
+            cells.append(f"{s['mean']:+.2f} ± {s['sd']:.2f} ({sum(x < -1e-9 for x in d)} / {sum(x > 1e-9 for x in d)})")
         rho = "–" if r["rho"] is None else f"{r['rho']:g}"
         lines.append(f"| {r['protector']} | {rho} | " + " | ".join(cells) + " |")
     return lines
