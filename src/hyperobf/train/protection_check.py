@@ -19,27 +19,15 @@ queries, cos(Φ(x), Φ(x ⊕ δ)), DSSIM and PSNR of the protected queries.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from ..eval.counters import jpeg
 from ..models.masknet import apply_batched
 from .data import FaceSet, load_image_folder
 from .feature import embed_all, identity_centroids, load_embedder
 from .losses import dssim, psnr
-
-
-def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Real JPEG round trip of (N, 3, H, W) uint8 images."""
-    out = []
-    for img in x.permute(0, 2, 3, 1).numpy():
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
 def _take(faces: FaceSet, label: int, limit: int) -> torch.Tensor:
@@ -175,7 +163,7 @@ def protection_check(
     hit_prot = _nearest(e_prot, cent) == labels
     extra = {}
     for q in jpeg_quality:
-        e_j = embed_all(phi, _jpeg(prot, q).float().to(dev) / 255.0)
+        e_j = embed_all(phi, jpeg(prot.float() / 255.0, q).to(dev))  # prot: 8-bit, so exact
         extra[q] = _nearest(e_j, cent) == labels
     if target is not None:  # per query: its user's anchor embedding, and the gallery class of that anchor
         a = target[0][slots.to(dev)[labels]]  # (N, D)
