@@ -307,6 +307,15 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
     }
 
 
+def _copy_attackers(src: dict, dst: dict, source: str | None = None) -> None:
+    """Give row ``dst`` the attackers only ``src`` measured (numbers, per-user values; ``source``: from where)."""
+    for k in src["acc"].keys() - dst["acc"].keys():
+        dst["acc"][k] = src["acc"][k]
+        dst.setdefault("per_user", {})[k] = src.get("per_user", {}).get(k)
+        if source is not None:
+            dst.setdefault("attackers_from", {})[k] = source
+
+
 def merge_rows(result: dict, earlier: dict, source: str) -> None:
     """Add an earlier run's rows (not its clean row) to ``result``; ValueError unless it measured the
     same users, uploads and attackers (then its numbers are comparable row for row)."""
@@ -328,9 +337,7 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
     if missing:
         raise ValueError(f"{source}: no clean level for {', '.join(sorted(missing))} in either run")
     # an attacker only the other run has (e.g. a squeezing ResNet): its clean level joins the table's clean row
-    for k in clean_b.keys() - clean_a.keys():
-        clean_a[k] = clean_b[k]
-        row_a.setdefault("per_user", {})[k] = row_b.get("per_user", {}).get(k)
+    _copy_attackers(row_b, row_a)
     result["attackers"] = sorted(set(result["attackers"]) | set(earlier.get("attackers", ())))
     # a row this table already has (same protector and ρ; e.g. the net row both processes measured) stays
     # the table's own; the other run's copy adds only the attackers this one left off (a squeezing ResNet)
@@ -344,10 +351,7 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
             continue
         if abs(mine["dssim_mean"] - r["dssim_mean"]) > 1e-9:
             raise ValueError(f"{source}: its {r['protector']} row at ρ {r['rho']} protected other uploads")
-        for k in r["acc"].keys() - mine["acc"].keys():
-            mine["acc"][k] = r["acc"][k]
-            mine.setdefault("per_user", {})[k] = r.get("per_user", {}).get(k)
-            mine.setdefault("attackers_from", {})[k] = source
+        _copy_attackers(r, mine, source)
     result.setdefault("included", []).append({"source": source, "command": earlier.get("command"),
                                               "seconds": earlier.get("seconds"), "machine": earlier.get("machine")})
 
