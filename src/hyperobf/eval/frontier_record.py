@@ -30,9 +30,10 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
     for key, s in row["acc"].items():
         attacker, rest = key.split("/")
         protocol, _, counter = rest.partition("+")
-        if counter and not attacker.startswith("resnet"):  # an embedder after a counter: the frontier's table only
+        trained = attacker.startswith("resnet")  # trained on the uploads (vs a frozen embedder)
+        if counter and not trained:  # an embedder after a counter: the frontier's table only
             continue
-        if recipe and attacker.startswith("resnet"):
+        if recipe and trained:
             attacker += f" ({recipe})"
         if counter:  # a ResNet that squeezes every image it trains and queries on (--resnet-counters)
             attacker += f" squeezing its images with {counter}"
