@@ -87,6 +87,35 @@ def test_thesis_j1_is_minimised_cross_entropy_of_perturbed_only_surrogate():
     assert float(obj.j1(x_clean, x_prot, y).detach()) < j_before  # lower J1: perturbed faces easier to classify
 
 
+def test_thesis_surrogate_sees_faces_as_the_attacker_augments_them():
+    """surrogate_shift: each face the surrogate trains on (and J1 scores) is a flip + reflect-padded crop of
+    the perturbed face, gradients reach the nets through it, and its generator resumes."""
+    import torch.nn.functional as F
+
+    from hyperobf.train.objectives import ThesisObjective
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    plain = ThesisObjective(3, lr=1e-2, width=4)
+    assert torch.equal(plain.surrogate_batch(x, x, y)[0], x)  # shift 0: faces as they are
+    obj = ThesisObjective(3, lr=1e-2, width=4, shift=2, seed=0)
+    seen, _ = obj.surrogate_batch(x, x, y)
+    assert seen.shape == x.shape and not torch.equal(seen, x)
+    for img, out in zip(x, seen):
+        views = [F.pad(f[None], (2,) * 4, mode="reflect")[0, :, dy:dy + 16, dx:dx + 16]
+                 for f in (img, img.flip(-1)) for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out, v) for v in views)
+    xp = x.clone().requires_grad_(True)
+    obj.j1(x, xp, y).backward()
+    assert float(xp.grad.abs().sum()) > 0
+    other = ThesisObjective(3, lr=1e-2, width=4, shift=2, seed=5)
+    other.load_extra_state(obj.extra_state())
+    assert torch.equal(other.surrogate_batch(x, x, y)[0], obj.surrogate_batch(x, x, y)[0])
+    with pytest.raises(ValueError, match="surrogate_shift"):
+        TrainConfig(objective="thesis", surrogate_shift=-1).validate()
+
+
 def test_centroid_mode_needs_grouped_batches():
     with pytest.raises(ValueError, match="pool_users"):
         TrainConfig.from_dict(dict(objective="feature", embedder="x.onnx", feature_mode="centroid"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..train.flipshift import random_flip as _flip, random_shift as _shift
 from .resnet import ResNetBank
 
 
@@ -44,23 +45,6 @@ def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
-
-
-def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips, one coin per image; x: (..., B, 3, H, W)."""
-    coin = torch.rand(x.shape[-4], generator=gen).to(x.device) < 0.5
-    return torch.where(coin.view(-1, 1, 1, 1), x.flip(-1), x)
-
-
-def _shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random translations by up to ``pad`` pixels (reflect-padded crop), one offset per image;
-    x: (m, B, 3, H, W). The models of a bank share each image's offset (they share its order too)."""
-    if pad <= 0:
-        return x
-    m, b, c, h, w = x.shape
-    xp = F.pad(x.reshape(m * b, c, h, w), (pad,) * 4, mode="reflect").view(m, b, c, h + 2 * pad, w + 2 * pad)
-    off = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen).tolist()
-    return torch.stack([xp[:, i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(off)], 1)
 
 
 def pretrain_trunk(public_x: torch.Tensor, public_y: torch.Tensor, scale, device: torch.device, seed: int) -> dict:

@@ -64,6 +64,9 @@ class TrainConfig:
     pool_refresh: int = 50
     pool_refresh_fraction: float = 0.25
     surrogate_width: int = 32  # thesis objective: the surrogate recogniser's width
+    # thesis objective: the surrogate trains and scores on randomly flipped faces shifted by up to this many
+    # pixels, as the from-scratch ResNet attacker augments (its fr_shift: 8); 0 = as they are
+    surrogate_shift: int = 0
     # per-epoch evaluation on held-out faces
     eval_images: int = 64
     eval_nets: int = 4
@@ -120,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"unknown feature_mode {self.feature_mode!r} (targeted | untargeted | centroid)")
         if self.objective == "feature" and self.feature_mode == "centroid" and not self.pool_users:
             raise ValueError("feature_mode 'centroid' needs identity-grouped batches: set pool_users > 0")
+        if self.surrogate_shift < 0:
+            raise ValueError("surrogate_shift must be >= 0")
         if self.pool_users < 0 or self.pool_refresh < 0 or not 0 < self.pool_refresh_fraction <= 1:
             raise ValueError("pool_users, pool_refresh must be >= 0 and pool_refresh_fraction in (0, 1]")
         if self.target_push < 0:

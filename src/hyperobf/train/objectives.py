@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .flipshift import random_flip, random_shift
+
 
 if TYPE_CHECKING:  # annotations only: config imports the registries to validate names
     from .config import TrainConfig
@@ -87,18 +89,43 @@ class ClassifierObjective(nn.Module):
 
 
 class ThesisObjective(ClassifierObjective):
-    """The thesis's J1: cross-entropy of a recogniser trained on perturbed faces only, minimised."""
+    """The thesis's J1: cross-entropy of a recogniser trained on perturbed faces only, minimised.
+
+    ``shift`` > 0: the surrogate sees the perturbed faces as the from-scratch attacker trains on them
+    (:mod:`.flipshift`: random flips, translations up to ``shift`` px), both when it trains and when J1
+    scores the nets, so the noise must be a shortcut that survives the attacker's augmentation. Its
+    draws come from its own seeded generator (saved with the objective: resumable).
+    """
 
     name = "thesis"
     needs_users = True  # identity-grouped batches (one pseudo-user per net)
 
+    def __init__(self, n_classes: int, lr: float, width: int = 32, shift: int = 0, seed: int = 0) -> None:
+        super().__init__(n_classes, lr, width)
+        self.shift = shift
+        self.gen = torch.Generator().manual_seed(seed + 7919)
+
+    def _seen(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the same, flipped and shifted per image when ``shift`` > 0."""
+        if self.shift <= 0:
+            return x
+        return random_shift(random_flip(x, self.gen)[None], self.shift, self.gen)[0]
+
     def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.clf(x_prot), y)  # (n·b,) faces against their true identities
+        return F.cross_entropy(self.clf(self._seen(x_prot)), y)  # (n·b,) faces against their true identities
 
     def surrogate_batch(self, x_clean: torch.Tensor, x_prot: torch.Tensor,
                         y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The perturbed faces only: what an attacker's recogniser trains on."""
-        return x_prot.detach(), y
+        return self._seen(x_prot.detach()), y
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "gen": self.gen.get_state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        if "gen" in state:  # checkpoints from before ``shift`` existed have none (and drew nothing from it)
+            self.gen.set_state(state["gen"])
 
 
 def _feature(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None) -> nn.Module:
@@ -110,7 +137,7 @@ def _feature(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None) -> 
 # name -> builder(cfg, n_classes, anchors): adding an objective is one entry
 OBJECTIVES: dict[str, Callable[[TrainConfig, int, torch.Tensor | None], nn.Module]] = {
     "adversarial": lambda cfg, n, a: ClassifierObjective(n, cfg.lr),
-    "thesis": lambda cfg, n, a: ThesisObjective(n, cfg.lr, cfg.surrogate_width),
+    "thesis": lambda cfg, n, a: ThesisObjective(n, cfg.lr, cfg.surrogate_width, cfg.surrogate_shift, cfg.seed),
     "feature": _feature,
 }
 
