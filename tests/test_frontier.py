@@ -238,7 +238,7 @@ def test_frontier_join_records_preset_rows_with_their_own_command(tmp_path, tiny
         ("resnet18-scratch (fr_epochs=30)", "max", 0.2, "hyperobf eval frontier --out a"),
         ("mfn after an InvNet of 1 held net(s)", "max", 1.0, "hyperobf eval frontier --out b"),
         ("resnet18-scratch (fr_epochs=30) after an InvNet of 1 held net(s)", "max", 0.3, "hyperobf eval frontier --out b"),
-        ("resnet18-scratch (fr_epochs=30) squeezing its images with gray+jpeg10", "max", 0.4,
+        ("resnet18-scratch (fr_epochs=30) with every image through gray+jpeg10", "max", 0.4,
          "hyperobf eval frontier --out c")}  # an embedder after a counter (mfn+jpeg75) stays in the table
     assert "under preset max" in status_line(load_checkpoint(ck).payload["protection"], preset="max")
 

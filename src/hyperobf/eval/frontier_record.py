@@ -35,8 +35,8 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
             continue
         if recipe and trained:
             attacker += f" ({recipe})"
-        if counter:  # a ResNet that squeezes every image it trains and queries on (--resnet-counters)
-            attacker += f" squeezing its images with {counter}"
+        if counter:  # a ResNet that passes every image it trains and queries on through it (--resnet-counters)
+            attacker += f" with every image through {counter}"
         if row.get("held_nets"):
             attacker += f" after an InvNet of {row['held_nets']} held net(s)" + (
                 f" (identity start, {row['invnet_epochs']} epochs)" if row.get("invnet_identity_start") else "")
