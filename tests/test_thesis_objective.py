@@ -112,8 +112,9 @@ def test_thesis_surrogate_sees_faces_as_the_attacker_augments_them():
     other = ThesisObjective(3, lr=1e-2, width=4, shift=2, seed=5)
     other.load_extra_state(obj.extra_state())
     assert torch.equal(other.surrogate_batch(x, x, y)[0], obj.surrogate_batch(x, x, y)[0])
-    with pytest.raises(ValueError, match="surrogate_shift"):
-        TrainConfig(objective="thesis", surrogate_shift=-1).validate()
+    for bad in (-1, 56):
+        with pytest.raises(ValueError, match="surrogate_shift"):
+            TrainConfig(objective="thesis", surrogate_shift=bad).validate()
 
 
 def test_centroid_mode_needs_grouped_batches():

@@ -123,8 +123,8 @@ class TrainConfig:
             raise ValueError(f"unknown feature_mode {self.feature_mode!r} (targeted | untargeted | centroid)")
         if self.objective == "feature" and self.feature_mode == "centroid" and not self.pool_users:
             raise ValueError("feature_mode 'centroid' needs identity-grouped batches: set pool_users > 0")
-        if self.surrogate_shift < 0:
-            raise ValueError("surrogate_shift must be >= 0")
+        if not 0 <= self.surrogate_shift < self.image_size // 2:  # reflect padding needs pad < the side
+            raise ValueError(f"surrogate_shift must be in [0, {self.image_size // 2}) for {self.image_size}² faces")
         if self.pool_users < 0 or self.pool_refresh < 0 or not 0 < self.pool_refresh_fraction <= 1:
             raise ValueError("pool_users, pool_refresh must be >= 0 and pool_refresh_fraction in (0, 1]")
         if self.target_push < 0:
