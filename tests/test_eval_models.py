@@ -155,12 +155,12 @@ def test_invnet_identity_start_returns_its_input_until_trained():
 
 
 def test_attacker_shift_translates_each_image_and_keeps_banks_aligned():
-    from hyperobf.eval.fr import _shift
+    from hyperobf.train.flipshift import random_shift
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 5, 3, 16, 16)
-    assert _shift(x, 0, g) is x
-    y = _shift(x, 3, g)
+    assert random_shift(x, 0, g) is x
+    y = random_shift(x, 3, g)
     assert y.shape == x.shape
     pad = torch.nn.functional.pad(x.flatten(0, 1), (3,) * 4, mode="reflect").view(2, 5, 3, 22, 22)
     moved = 0

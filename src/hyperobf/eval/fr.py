@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..train.flipshift import random_flip as _flip, random_shift as _shift
+from ..train.flipshift import random_flip, random_shift
 from .resnet import ResNetBank
 
 
@@ -67,7 +67,7 @@ def pretrain_trunk(public_x: torch.Tensor, public_y: torch.Tensor, scale, device
         perm = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(2)]).to(device)  # full batches
         for s in range(steps):
             idx = perm[s * b:(s + 1) * b]
-            xb = _flip(xd[idx].float() / 255.0, gen)[None]
+            xb = random_flip(xd[idx].float() / 255.0, gen)[None]
             with _autocast(device):
                 loss = F.cross_entropy(net(xb)[0].float(), yd[idx])
             opt.zero_grad(set_to_none=True)
@@ -172,8 +172,8 @@ class ResNetAttacker:
                 xo = own_x[:, (idx - nd).clamp(min=0)].float() / 255.0  # (m, B, 3, S, S)
                 x = torch.where(is_d.view(1, -1, 1, 1, 1), xd.unsqueeze(0), xo)
                 y = torch.where(is_d.unsqueeze(0), self.d_y[idx.clamp(max=nd - 1)].unsqueeze(0), own_y[:, (idx - nd).clamp(min=0)])
-                x = _flip(x.transpose(0, 1), gen).transpose(0, 1)
-                x = _shift(x, sc.fr_shift, gen)
+                x = random_flip(x.transpose(0, 1), gen).transpose(0, 1)
+                x = random_shift(x, sc.fr_shift, gen)
                 with _autocast(dev):
                     logits = net(x)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum") / len(idx)
