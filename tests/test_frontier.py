@@ -108,13 +108,16 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     ck = tmp_path / "ck.pt"
     ck.write_bytes(tiny_checkpoint.read_bytes())
     r = CliRunner().invoke(app, ["eval", "frontier", "--scale", "tiny", "--uploads", "2", "--limit-steps", "1",
-                                 "--limit-max-steps", "2", "--hybrid-k", "0,1", "--rho", "0.01", "--checkpoint", str(ck),
+                                 "--limit-max-steps", "2", "--limit", "untargeted,targeted,errmin", "--errmin-rounds", "1", "--hybrid-k", "0,1", "--rho", "0.01", "--checkpoint", str(ck),
                                  "--counters", "jpeg75", "--resnet-scratch", "--inversion", "1",
                                  "--faces", str(faces), "--models", str(models), "--out", str(tmp_path / "f")])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "f" / "frontier.json").read_text())
     kinds = {row["protector"].split(":")[0].split(" ")[0] for row in res["rows"]}
-    assert {"clean", "net", "hybrid", "limit-untargeted", "limit-targeted"} <= kinds
+    assert {"clean", "net", "hybrid", "limit-untargeted", "limit-targeted", "limit-errmin"} <= kinds
+    errmin = next(row for row in res["rows"] if row["protector"] == "limit-errmin")
+    assert errmin["rounds"] == 1 and len(errmin["history"]) == 1 and "resnet18-scratch/gallery" in errmin["acc"]
+    assert "limit-errmin ρ 0.01: 1 turns" in (tmp_path / "f" / "report.md").read_text()
     assert len((tmp_path / "f" / "rows.jsonl").read_text().splitlines()) == len(res["rows"])  # the per-row log
     inverted = [row for row in res["rows"] if row["protector"].endswith("inverted (1 held)")]
     assert len(inverted) == 1 and inverted[0]["held_nets"] == 1 and "resnet18-scratch/gallery" in inverted[0]["acc"]
@@ -269,3 +272,31 @@ def test_report_pairs_the_trained_attackers_with_their_clean_level():
     lines = _paired_table(result)
     assert lines[3] == "| protector | ρ | resnet18-scratch/gallery |"
     assert lines[5:] == ["| net:t | 0.025 | -0.07 ± 0.31 (1 / 1) |"]  # (−0.4, 0, +0.2): mean −0.067, sd 0.306
+
+
+def _errmin_case(rho: float) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+    """Uploads that are copies of half of distractor 0's faces: only the noise can make them a class of their own
+    (without it the surrogate sees each of them as distractor 0 at least as often as the target)."""
+    from hyperobf.eval.limit_errmin import ErrMinConfig, errmin_limit
+
+    g = torch.Generator().manual_seed(3)
+    d = (torch.rand(4, 1, 3, 32, 32, generator=g).expand(-1, 12, -1, -1, -1)
+         + 0.1 * torch.rand(4, 12, 3, 32, 32, generator=g)).clamp(0, 1)  # 4 classes x 12 photos
+    d_u8 = (d.flatten(0, 1) * 255).round().to(torch.uint8)
+    labels = torch.arange(4).repeat_interleave(12)
+    up = d_u8[:6].float() / 255.0  # the target's uploads: distractor 0's photos
+    cfg = ErrMinConfig(rho=rho, rounds=6, train_steps=30, noise_steps=10, width=8, shift=0, batch=16, noise_batch=6)
+    prot, hist = errmin_limit(d_u8, labels, [up], cfg, seed=0, log=lambda m: None)
+    return hist, prot[0], up
+
+
+def test_errmin_limit_makes_the_uploads_a_shortcut_within_the_budget():
+    hist, prot, up = _errmin_case(0.05)
+    assert torch.equal(prot, (prot * 255).round() / 255) and float(dssim(prot, up).max()) <= 0.05  # the budget rule
+    assert float((prot - up).abs().max()) <= 0.05 + 0.5 / 255  # the clip
+    hist0, prot0, up0 = _errmin_case(1e-9)  # no budget: the uploads stay distractor 0's faces (± 1 level)
+    assert float((prot0 - up0).abs().max()) <= 1.5 / 255
+    # the error-minimising noise is what lets the surrogate tell the uploads from distractor 0: with a budget
+    # it stops early (Huang et al.'s rule), without one it runs every turn and never gets there (said so)
+    assert hist[-1]["converged"] and hist[-1]["surrogate_acc"] >= 0.99 and len(hist) < 6
+    assert len(hist0) == 6 and not hist0[-1]["converged"] and hist0[-1]["surrogate_acc"] < 0.5

@@ -137,11 +137,12 @@ def frontier(
     scale: Annotated[str, typer.Option(help="tiny | reduced | full: the CelebA split (targets, distractors).")] = "reduced",
     targets: Annotated[Optional[int], typer.Option(min=1, help="Target users (default: the scale's).")] = None,
     uploads: Annotated[int, typer.Option(min=1, help="Protected uploads per target user.")] = 10,
-    limit: Annotated[str, typer.Option(help="Per-image limit modes: untargeted,targeted (or 'none').")] = "untargeted,targeted",
+    limit: Annotated[str, typer.Option(help="Per-image limit modes: untargeted,targeted (against the white-box embedder), errmin (error-minimising noise against a surrogate with the from-scratch ResNet's recipe), or 'none'.")] = "untargeted,targeted",
     limit_steps: Annotated[int, typer.Option(min=1, help="Adam steps of the limit's first run (then doubled with a restart).")] = 100,
     limit_max_steps: Annotated[int, typer.Option(min=1, help="Cap of the stopping rule.")] = 400,
     limit_tol: Annotated[float, typer.Option(min=0.0, help="Stop doubling when identification moves less than this.")] = 0.02,
     limit_lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate of the limit (on w, δ = ρ_pixel·tanh(w)).")] = 0.05,
+    errmin_rounds: Annotated[int, typer.Option(min=1, help="errmin limit: min–min turns at most (it stops when its surrogate classifies 99% of the perturbed uploads).")] = 20,
     hybrid_k: Annotated[str, typer.Option(help="Hybrid: on-device refinement steps after the net (0 = none).")] = "0,5,10,25",
     hybrid_embedder: Annotated[str, typer.Option(help="Embedder the device refines against: dlib (MIT, shippable) | mobilefacenet.")] = "dlib",
     whitebox: Annotated[str, typer.Option(help="Embedder the per-image limit optimises against: mobilefacenet | dlib | both (ensemble); the others are black boxes.")] = "mobilefacenet",
@@ -180,8 +181,8 @@ def frontier(
         if any(not 0 < r < 1 for r in rhos):
             raise ValueError("--rho values must be in (0, 1)")
         modes = () if limit.strip() == "none" else tuple(m.strip() for m in limit.split(",") if m.strip())
-        if any(m not in ("untargeted", "targeted") for m in modes):
-            raise ValueError("--limit: untargeted, targeted or none")
+        if any(m not in ("untargeted", "targeted", "errmin") for m in modes):
+            raise ValueError("--limit: untargeted, targeted, errmin or none")
         ks = tuple(int(k) for k in _floats(hybrid_k, "--hybrid-k"))
         if any(k < 0 for k in ks):
             raise ValueError("--hybrid-k values must be >= 0")
@@ -213,7 +214,7 @@ def frontier(
             torch.set_num_threads(threads)
         cfg = FrontierConfig(counters=counter_names, resnet_counters=resnet_counter_names, inversion=held, resnet_on=kinds, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
-                             limit_tol=limit_tol, limit_lr=limit_lr, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
+                             limit_tol=limit_tol, limit_lr=limit_lr, errmin_rounds=errmin_rounds, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,
                              resnet_rhos=_floats(resnet_rho, "--resnet-rho") if resnet_rho else ())
         scale_overrides = parse_sets(scale_set or [])

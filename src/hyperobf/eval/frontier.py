@@ -5,6 +5,8 @@ Protectors (the ``protector`` field; ``method`` stays the PSP's training source)
   under the budget rule; ``net:<name> as issued`` is the same net without it (what ships today);
 * ``limit-untargeted`` / ``limit-targeted`` — per-image optimisation against the white-box
   embedder, with the stopping rule (:mod:`.limit`);
+* ``limit-errmin`` — per-image error-minimising noise against a surrogate with the from-scratch
+  attacker's architecture (:mod:`.limit_errmin`): the yardstick for recognisers trained on the uploads;
 * ``hybrid:<name> K=k`` — the user's net gives δ₀, then k signed-gradient steps against the
   refinement embedder (the one that could ship on the device), under the budget rule.
 * ``net:<name> inverted (n held)`` (``--inversion``) — the net's uploads after the attacker's InvNet,
@@ -58,6 +60,7 @@ class FrontierConfig:
     limit_max_steps: int = 400
     limit_tol: float = 0.02
     limit_lr: float = 0.05  # 0.01 needed > 100 steps to reach the budget (measured: 0.68 at 50, 0.22 at 100)
+    errmin_rounds: int = 20  # min–min turns at most of the errmin limit (it stops earlier when its surrogate fits)
     hybrid_k: tuple[int, ...] = (0, 5, 10, 25)
     hybrid_step: float = DEFAULT_STEP  # the refiner's default step (one source: refiner_meta)
     hybrid_embedder: str = "dlib"  # what the device would bundle (MIT); mobilefacenet = white box
@@ -184,6 +187,14 @@ class Frontier:
 
     def limit(self, rho: float, mode: str) -> tuple[list[torch.Tensor], list[dict]]:
         cfg, x = self.cfg, [u.float() / 255.0 for u in self.uploads]
+        if mode == "errmin":  # against training on the uploads: a surrogate with the attacker's recipe
+            from .limit_errmin import ErrMinConfig, errmin_limit
+
+            sc, dist = self.ctx.scale, self.ctx.data.distractor_train
+            ec = ErrMinConfig(rho=rho, rho_pixel=cfg.extra.get("limit_rho_pixel", 0.05), rounds=cfg.errmin_rounds,
+                              lr=cfg.limit_lr, model_lr=sc.fr_lr, width=sc.fr_width, shift=sc.fr_shift,
+                              batch=sc.fr_batch)
+            return errmin_limit(dist.images, dist.labels, x, ec, cfg.seed, log=self.log)
         phi = self.grad_embedder(cfg.whitebox)
         sizes = [len(v) for v in x]
         flat = torch.cat(x)
@@ -295,6 +306,9 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
         for mode in cfg.limit_modes:
             t = time.perf_counter()
             prot, hist = fr.limit(rho, mode)
+            if mode == "errmin":  # no embedder: its surrogate is the from-scratch attacker's architecture
+                add("limit-errmin", rho, prot, time.perf_counter() - t, history=hist, rounds=cfg.errmin_rounds)
+                continue
             name = f"limit-{mode}" + ("" if cfg.whitebox == "mobilefacenet" else f" vs {cfg.whitebox}")
             add(name, rho, prot, time.perf_counter() - t, history=hist, whitebox=cfg.whitebox)
     return {

@@ -108,7 +108,8 @@ def report_md(result: dict) -> str:
     for inc in result.get("included", []):
         lines.append(f"\nRows from `{inc['source']}` (same split, uploads and attackers; {inc['seconds']:.0f} s): "
                      f"`{inc['command']}`")
-    hist = [r for r in result["rows"] if r.get("history")]
+    hist = [r for r in result["rows"] if r.get("history") and "steps" in r["history"][0]]
+    turns = [r for r in result["rows"] if r.get("history") and "turn" in r["history"][0]]  # limit-errmin
     if hist:
         lines += ["", "Stopping rule of the limit (steps doubled with a fresh restart, better run kept per photo, "
                   f"until identification moves < {cfg['limit_tol']}, or the run's --limit-max-steps):", ""]
@@ -116,6 +117,14 @@ def report_md(result: dict) -> str:
             steps = " → ".join(f"{h['steps']}: {h['identified']:.3f}" for h in r["history"])
             ok = "converged" if r["history"][-1].get("converged") else "NOT converged at the cap"
             lines.append(f"- {r['protector']} ρ {r['rho']:g}: {steps} ({ok})")
+    if turns:
+        lines += ["", "Stopping rule of the error-minimising limit (min–min turns until its surrogate classifies "
+                  "≥ 99% of the budgeted uploads and of the distractors, or the run's --errmin-rounds):", ""]
+        for r in turns:
+            last = r["history"][-1]
+            ok = "converged" if last.get("converged") else "NOT converged at the cap"
+            lines.append(f"- {r['protector']} ρ {r['rho']:g}: {last['turn']} turns, surrogate {last['surrogate_acc']:.3f} "
+                         f"on the uploads, {last['surrogate_acc_distractors']:.3f} on the distractors ({ok})")
     return "\n".join(lines) + "\n"
 
 
