@@ -142,7 +142,7 @@ def frontier(
     limit_max_steps: Annotated[int, typer.Option(min=1, help="Cap of the stopping rule.")] = 400,
     limit_tol: Annotated[float, typer.Option(min=0.0, help="Stop doubling when identification moves less than this.")] = 0.02,
     limit_lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate of the limit (on w, δ = ρ_pixel·tanh(w)).")] = 0.05,
-    errmin_rounds: Annotated[int, typer.Option(min=1, help="errmin limit: min–min turns at most (it stops when its surrogate classifies 99% of the perturbed uploads).")] = 20,
+    errmin_rounds: Annotated[int, typer.Option(min=1, help="errmin limit: min–min turns at most (it stops when its surrogate classifies 99% of the perturbed uploads and of the distractors).")] = 25,
     hybrid_k: Annotated[str, typer.Option(help="Hybrid: on-device refinement steps after the net (0 = none).")] = "0,5,10,25",
     hybrid_embedder: Annotated[str, typer.Option(help="Embedder the device refines against: dlib (MIT, shippable) | mobilefacenet.")] = "dlib",
     whitebox: Annotated[str, typer.Option(help="Embedder the per-image limit optimises against: mobilefacenet | dlib | both (ensemble); the others are black boxes.")] = "mobilefacenet",

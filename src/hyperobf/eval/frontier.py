@@ -60,7 +60,7 @@ class FrontierConfig:
     limit_max_steps: int = 400
     limit_tol: float = 0.02
     limit_lr: float = 0.05  # 0.01 needed > 100 steps to reach the budget (measured: 0.68 at 50, 0.22 at 100)
-    errmin_rounds: int = 20  # min–min turns at most of the errmin limit (it stops earlier when its surrogate fits)
+    errmin_rounds: int = 25  # min–min turns at most of the errmin limit (it stops earlier when its surrogate fits)
     hybrid_k: tuple[int, ...] = (0, 5, 10, 25)
     hybrid_step: float = DEFAULT_STEP  # the refiner's default step (one source: refiner_meta)
     hybrid_embedder: str = "dlib"  # what the device would bundle (MIT); mobilefacenet = white box
