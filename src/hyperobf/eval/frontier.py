@@ -3,6 +3,8 @@
 Protectors (the ``protector`` field; ``method`` stays the PSP's training source):
 * ``net:<name>`` — each target user gets its own MaskNet from a trained checkpoint (seeded z),
   under the budget rule; ``net:<name> as issued`` is the same net without it (what ships today);
+  ``net:<name> filled ×s`` (``--fill-budget s``) — the same δ scaled *up* by at most s until it uses
+  the budget (a net that uses less than ρ is not credited with what it left unused: this measures it);
 * ``limit-untargeted`` / ``limit-targeted`` — per-image optimisation against the white-box
   embedder, with the stopping rule (:mod:`.limit`);
 * ``limit-errmin`` — per-image error-minimising noise against a surrogate with the from-scratch
@@ -60,6 +62,7 @@ class FrontierConfig:
     limit_max_steps: int = 400
     limit_tol: float = 0.02
     limit_lr: float = 0.05  # 0.01 needed > 100 steps to reach the budget (measured: 0.68 at 50, 0.22 at 100)
+    fill_budget: float = 0.0  # > 1: also a "filled" row per net, δ scaled up by at most this to use ρ
     errmin_rounds: int = 25  # min–min turns at most of the errmin limit (it stops earlier when its surrogate fits)
     hybrid_k: tuple[int, ...] = (0, 5, 10, 25)
     hybrid_step: float = DEFAULT_STEP  # the refiner's default step (one source: refiner_meta)
@@ -290,6 +293,11 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
             t = time.perf_counter()
             own = [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, deltas)]
             add(f"net:{name}", rho, own, time.perf_counter() - t, checkpoint=str(ck))
+            if cfg.fill_budget > 1.0:
+                t = time.perf_counter()
+                filled = [fit_budget(xi, di, rho, rho_pixel, s_max=cfg.fill_budget) for xi, di in zip(x, deltas)]
+                add(f"net:{name} filled ×{cfg.fill_budget:g}", rho, filled, time.perf_counter() - t, checkpoint=str(ck),
+                    filled=cfg.fill_budget)  # not what the device ships: frontier_record skips it
             if cfg.inversion and (not cfg.resnet_rhos or rho in cfg.resnet_rhos):
                 for protector, restored, secs, extra in inversion_rows(fr, ck, name, rho, own, cfg.inversion):
                     add(protector, rho, restored, secs, **extra)

@@ -6,6 +6,7 @@ Rows at other budgets stay in the frontier's table only. An inversion row (the a
 uploads with an InvNet of nets it holds) is its own attack, named so; a ResNet trained with the scale's
 settings overridden (``--scale-set``) names its recipe, so a weaker attacker's entry never replaces it; a
 squeezing ResNet (``--resnet-counters``) is its own attacker. Embedders after a counter stay in the table.
+A "filled" row (``--fill-budget``: δ scaled up to the budget) is not what the device ships: never recorded.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def record_nets(result: dict, faces: Path, command: str) -> list[str]:
 
     per_checkpoint: dict[str, list[dict]] = {}
     for row in result["rows"]:
-        if not row.get("checkpoint") or not row["protector"].startswith("net:"):
+        if not row.get("checkpoint") or not row["protector"].startswith("net:") or row.get("filled"):
             continue
         if row["rho"] is None:  # as issued: no budget enforced
             per_checkpoint.setdefault(row["checkpoint"], []).extend(

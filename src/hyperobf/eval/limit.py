@@ -38,29 +38,33 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fit_budget(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: float, iters: int = 12) -> torch.Tensor:
+def fit_budget(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: float, iters: int = 12,
+               s_max: float = 1.0) -> torch.Tensor:
     """The budget rule: x, δ (N, 3, H, W) -> 8-bit protected images with DSSIM ≤ ρ and |δ| ≤ ρ_pixel.
 
-    Each image keeps the largest scale s ∈ [0, 1] of its δ (bisection, ``iters`` halvings) whose
-    rounded result is within budget; s = 0 (the original) always is.
+    Each image keeps the largest scale s ∈ [0, s_max] of its δ (bisection, ``iters`` halvings) whose
+    rounded result is within budget; s = 0 (the original) always is. ``s_max`` > 1 (evaluation only:
+    "filled" rows) also scales a δ that uses less than ρ *up*, the clip applied after scaling.
     """
     delta = delta.clamp(-rho_pixel, rho_pixel)
     n = len(x)
+
+    def at(s: torch.Tensor) -> torch.Tensor:  # s (N,): for s ≤ 1 the second clamp is a no-op
+        return quantise(x + (delta * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel))
+
     lo = torch.zeros(n, device=x.device)
-    hi = torch.ones(n, device=x.device)
-    full = quantise(x + delta)
-    ok = dssim(full, x) <= rho
-    lo[ok] = 1.0
+    hi = torch.full((n,), float(s_max), device=x.device)
+    ok = dssim(at(hi), x) <= rho
+    lo[ok] = s_max
     for _ in range(iters):
         todo = lo < hi - 1e-6
         if not bool(todo.any()):
             break
         mid = (lo + hi) / 2
-        y = quantise(x + delta * mid.view(-1, 1, 1, 1))
-        fits = dssim(y, x) <= rho
+        fits = dssim(at(mid), x) <= rho
         lo = torch.where(fits & todo, mid, lo)
         hi = torch.where(~fits & todo, mid, hi)
-    return quantise(x + delta * lo.view(-1, 1, 1, 1))
+    return at(lo)
 
 
 @dataclass(frozen=True)
