@@ -156,6 +156,7 @@ def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
     assert [r["protector"] for r in main["rows"]] == ["clean", "net:t", "net:t inverted (1 held)"]
     assert main["rows"][-1]["included_from"] == "inv.json" and "included_from" not in main["rows"][1]
     assert [row_kind(r["protector"]) for r in main["rows"]] == ["clean", "net", "inverted"]
+    assert row_kind("net:t filled ×4") == "filled"  # --resnet-on filled: only the filled rows
     with pytest.raises(ValueError, match="clean level"):  # another attacker state: not comparable
         merge_rows(main, _run({"mfn/query": 0.9}, []), "x.json")
     with pytest.raises(ValueError, match="not the same"):  # another attacker recipe (--scale-set)

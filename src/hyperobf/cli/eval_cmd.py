@@ -150,7 +150,7 @@ def frontier(
     resnet: Annotated[bool, typer.Option("--resnet", help="Also attack with a ResNet-18 pre-trained on the public faces and fine-tuned on the uploads (slow on a CPU).")] = False,
     resnet_scratch: Annotated[bool, typer.Option("--resnet-scratch", help="Also attack with a ResNet-18 trained from scratch on the uploads (slow on a CPU).")] = False,
     resnet_rho: Annotated[Optional[str], typer.Option(help="Budgets at which the ResNets attack (default: every --rho).")] = None,
-    resnet_on: Annotated[str, typer.Option(help="Row kinds the ResNets attack, comma-separated: clean, net, inverted, hybrid, limit (default: all). Lets two processes share one table's costly rows.")] = "all",
+    resnet_on: Annotated[str, typer.Option(help="Row kinds the ResNets attack, comma-separated: clean, net, filled, inverted, hybrid, limit (default: all). Lets two processes share one table's costly rows.")] = "all",
     counters: Annotated[str, typer.Option(help="Counters the embedders' attackers also apply to the protected uploads first, comma-separated: jpeg75, resize50, gray+jpeg10, blur (or 'none').")] = "none",
     resnet_counters: Annotated[str, typer.Option(help="One ResNet attacker per entry, comma-separated: none (plain) or a counter name (it squeezes every image it trains and queries on through it, e.g. gray+jpeg10); each costs a ResNet training per row.")] = "none",
     scale_set: Annotated[Optional[list[str]], typer.Option("--scale-set", help="Override a setting of the scale, key=value (repeatable), e.g. fr_epochs=30 fr_onecycle=true fr_shift=8 (a stronger ResNet attacker); recorded in the result.")] = None,

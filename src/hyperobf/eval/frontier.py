@@ -245,13 +245,15 @@ class Frontier:
         return out
 
 
-ROW_KINDS = ("clean", "net", "inverted", "hybrid", "limit")
+ROW_KINDS = ("clean", "net", "filled", "inverted", "hybrid", "limit")
 
 
 def row_kind(protector: str) -> str:
-    """clean | net | inverted | hybrid | limit: what --resnet-on selects."""
+    """clean | net | filled | inverted | hybrid | limit: what --resnet-on selects."""
     if " inverted (" in protector:
         return "inverted"
+    if " filled ×" in protector:
+        return "filled"
     return protector.split(":")[0].split("-")[0].split(" ")[0]
 
 
