@@ -51,7 +51,7 @@ def bench_structures(names: list[str], folder: Path, threads: int, repeats: int,
         rate = base["gflop"] / ms * 1e3
         rows.append({"section": "structures", **base, "gflop": round(base["gflop"], 4), "variant": key[1], "size": 112,
                      "threads": threads, "ms": round(ms, 3), "p10_ms": round(p10, 3), "round_medians_ms": medians[key],
-                     "gflop_per_s": round(rate, 1), "ratio_to_sgemm": round(rate / roof.value, 3),
+                     "gflop_per_s": round(rate, 2), "ratio_to_sgemm": round(rate / roof.value, 3),
                      "load_1m": loadavg()[0]})
     return rows, roof.as_dict()
 

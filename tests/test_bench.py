@@ -197,7 +197,7 @@ def test_apply_structures_json(tmp_path):
         spec = builtin_spec(name)
         for r in mine:
             assert r["params"] == spec.num_params() and r["gflop"] == round(flops(spec) / 1e9, 4)
-            assert r["ms"] > 0 and r["gflop_per_s"] == pytest.approx(flops(spec) / 1e9 / r["ms"] * 1e3, rel=1e-2)
+            assert r["ms"] > 0 and r["gflop_per_s"] == pytest.approx(flops(spec) / 1e9 / r["ms"] * 1e3, rel=1e-2, abs=0.01)  # 2 decimals: a slow (loaded) run reads ~3 GFLOP/s
     roof = payload["roofs"]["sgemm_1t"]  # onnxruntime's sgemm at the same threads, sampled once per round
     assert roof["engine"] == "onnxruntime" and roof["threads"] == 1 and roof["value"] == max(roof["samples"]) > 0
     for r in rows:
