@@ -40,8 +40,8 @@ class ErrMinConfig:
     rho_pixel: float = 0.05  # per-pixel clip (the nets' clip)
     rounds: int = 25  # min–min turns at most (each: surrogate steps, then noise steps)
     train_steps: int = 10  # surrogate steps per turn (Huang et al.: 10)
-    # Adam steps on every upload's w per turn (Huang et al.: 20 PGD steps; on this CPU a turn of 20 steps over
-    # 200 uploads took 5 minutes, measured: 2 keeps 25 turns near 20 minutes, 50 steps per upload in all)
+    # Adam steps on every upload's w per turn (Huang et al.: 20 PGD steps; on the 2-core CPU a turn of 20 steps
+    # over 200 uploads took 5 minutes, measured; with 2, 25 turns took 718 s at 1 thread beside two other jobs)
     noise_steps: int = 2
     lr: float = 0.05  # Adam on w (as the embedder limit)
     model_lr: float = 2e-3  # AdamW of the surrogate (the attacker's fr_lr)
