@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..train.flipshift import random_flip, random_shift
+from ..train.flipshift import flip_shift
 from ..train.losses import dssim
 from .limit import fit_budget
 from .resnet import ResNetBank
@@ -75,9 +75,6 @@ def errmin_limit(distractors: torch.Tensor, distractor_labels: torch.Tensor, upl
     xd, yd = distractors, distractor_labels.to(torch.int64)
     n_all = len(xd) + len(x)
 
-    def seen(img: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> as the attacker trains on it
-        return random_shift(random_flip(img, gen)[None], cfg.shift, gen)[0]
-
     def delta() -> torch.Tensor:  # (Nt, 3, S, S)
         return cfg.rho_pixel * torch.tanh(torch.cat(ws))
 
@@ -91,7 +88,7 @@ def errmin_limit(distractors: torch.Tensor, distractor_labels: torch.Tensor, upl
             xb = torch.where(is_d.view(-1, 1, 1, 1), xd[idx.clamp(max=len(xd) - 1)].float() / 255.0,
                              prot[(idx - len(xd)).clamp(min=0)])
             yb = torch.where(is_d, yd[idx.clamp(max=len(xd) - 1)], y[(idx - len(xd)).clamp(min=0)])
-            loss = F.cross_entropy(net(seen(xb)[None])[0], yb)
+            loss = F.cross_entropy(net(flip_shift(xb, cfg.shift, gen)[None])[0], yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -100,14 +97,14 @@ def errmin_limit(distractors: torch.Tensor, distractor_labels: torch.Tensor, upl
             for i, s in enumerate(range(0, len(x), cfg.noise_batch)):
                 xb = x[s:s + cfg.noise_batch]
                 xp = (xb + cfg.rho_pixel * torch.tanh(ws[i])).clamp(0, 1)
-                ce = F.cross_entropy(net(seen(xp)[None])[0], y[s:s + cfg.noise_batch], reduction="sum")
+                ce = F.cross_entropy(net(flip_shift(xp, cfg.shift, gen)[None])[0], y[s:s + cfg.noise_batch], reduction="sum")
                 loss = ce + cfg.lambda_dssim * torch.relu(dssim(xp, xb) - cfg.rho).sum()
                 w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 w_opt.step()
         with torch.no_grad():
-            prot = torch.cat([fit_budget(x[s:s + 100], delta()[s:s + 100], cfg.rho, cfg.rho_pixel)
-                              for s in range(0, len(x), 100)])
+            d = delta()
+            prot = torch.cat([fit_budget(x[s:s + 100], d[s:s + 100], cfg.rho, cfg.rho_pixel) for s in range(0, len(x), 100)])
             acc = float((net(prot[None])[0].argmax(1) == y).float().mean())
             acc_d = float(torch.cat([net(xd[s:s + 100][None].float() / 255.0)[0].argmax(1) == yd[s:s + 100]
                                      for s in range(0, len(xd), 100)]).float().mean())

@@ -27,3 +27,8 @@ def random_shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tenso
     xp = F.pad(x.reshape(m * b, c, h, w), (pad,) * 4, mode="reflect").view(m, b, c, h + 2 * pad, w + 2 * pad)
     off = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen).tolist()
     return torch.stack([xp[:, i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(off)], 1)
+
+
+def flip_shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """One batch (B, 3, H, W) as the from-scratch attacker trains on it: flipped, then shifted by up to ``pad``."""
+    return random_shift(random_flip(x, gen)[None], pad, gen)[0]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .flipshift import random_flip, random_shift
+from .flipshift import flip_shift
 
 
 if TYPE_CHECKING:  # annotations only: config imports the registries to validate names
@@ -109,7 +109,7 @@ class ThesisObjective(ClassifierObjective):
         """(B, 3, H, W) -> the same, flipped and shifted per image when ``shift`` > 0."""
         if self.shift <= 0:
             return x
-        return random_shift(random_flip(x, self.gen)[None], self.shift, self.gen)[0]
+        return flip_shift(x, self.shift, self.gen)
 
     def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.clf(self._seen(x_prot)), y)  # (n·b,) faces against their true identities
