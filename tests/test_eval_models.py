@@ -108,6 +108,23 @@ def test_split_is_identity_disjoint_and_seeded(tmp_path):
         make_split(root, get_scale("tiny", n_distractors=40), 0)
 
 
+def test_holdout_split_never_uses_the_test_users(tmp_path):
+    from hyperobf.eval.scales import get_scale
+    from hyperobf.eval.splits import make_split
+    from hyperobf.eval.synthetic import write_synthetic_faces
+
+    root = write_synthetic_faces(tmp_path / "faces", {"glint24": (5, 8), "celeba299": (14, 10)})
+    sc = get_scale("tiny")
+    for seed in range(4):
+        test, val = make_split(root, sc, seed), make_split(root, sc, seed, holdout=True)
+        assert val["holdout"] is True and "holdout" not in test
+        used = set(val["targets"]) | set(val["distractors"]) | {f.split("/")[0] for f in val["public"]["files"]}
+        assert len(val["targets"]) == sc.n_targets and not used & set(test["targets"])
+        assert make_split(root, sc, seed, holdout=True) == val
+    with pytest.raises(ValueError, match="held-out"):  # 14 identities: 2 test + 2 held-out + 11 distractors
+        make_split(root, get_scale("tiny", n_distractors=11), 0, holdout=True)
+
+
 def test_invnet_mirrors_masknet_and_restores_a_fixed_perturbation():
     from hyperobf.eval.invnet import InvNet, train_invnet
     from hyperobf.eval.scales import get_scale

@@ -327,3 +327,19 @@ def test_budget_rule_scales_up_only_when_asked():
     d_same, d_filled = dssim(same, x), dssim(filled, x)
     assert float(d_filled.max()) <= 0.02 and float((filled - x).abs().max()) <= 0.03 + 0.5 / 255
     assert bool((d_filled > 2 * d_same).all())  # each image uses more of its budget
+
+
+def test_rows_on_holdout_users_are_never_recorded(tmp_path, tiny_checkpoint):
+    """Validation users choose among nets; what a user is told comes from the test users only."""
+    from hyperobf.eval.frontier_record import record_nets
+    from hyperobf.train.checkpoint import load_checkpoint
+
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(tiny_checkpoint.read_bytes())
+    run = _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.025, "checkpoint": str(ck), "dssim_max": 0.02,
+                                     "acc": {"mfn/query": 0.5}}])
+    run.update(command="c", test_per_target=[5] * 10, split=dict(run["split"], faces_root="/f", holdout=True))
+    assert record_nets(run, tmp_path, "c") == ["not recorded: measured on held-out validation users (--holdout-users)"]
+    assert "protection" not in load_checkpoint(ck).payload
+    run["split"].pop("holdout")
+    assert record_nets(run, tmp_path, "c")[0].startswith("recorded 1 measurements")

@@ -160,6 +160,7 @@ def frontier(
     models: Annotated[Optional[Path], typer.Option(help="Models root (default ../shared/models).", file_okay=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder.", file_okay=False)] = Path("results/frontier"),
     seed: Annotated[int, typer.Option(help="Seed of the split, the users' z and the limit's starts.")] = 0,
+    holdout_users: Annotated[bool, typer.Option("--holdout-users", help="Measure on validation users (the seed's test users set aside) to choose among trained nets; never recorded.")] = False,
     device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = default).")] = 0,
     include: Annotated[Optional[list[Path]], typer.Option("--include", help="frontier.json of an earlier run on the same split, uploads and attackers: its rows join this table (repeatable; each row keeps its source).", exists=True, dir_okay=False)] = None,
@@ -220,7 +221,7 @@ def frontier(
                              resnet_rhos=_floats(resnet_rho, "--resnet-rho") if resnet_rho else ())
         scale_overrides = parse_sets(scale_set or [])
         sc = get_scale(scale, **{**scale_overrides, **({"n_targets": targets} if targets else {})})
-        ctx = EvalContext(sc, faces, models, out, seed, device, threads=threads)
+        ctx = EvalContext(sc, faces, models, out, seed, device, threads=threads, holdout=holdout_users)
         result = run_frontier(ctx, cfg, log=lambda m: print(m, flush=True))
         result["command"] = command_line()
         result["scale"] = sc.name

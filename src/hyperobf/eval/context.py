@@ -39,13 +39,14 @@ class EvalContext:
     log: callable = print
     threads: int = 0  # CPU threads for torch and onnxruntime (0 = their defaults)
     psp_overrides: dict = field(default_factory=dict)  # TrainConfig keys for every PSP training (--psp-set)
+    holdout: bool = False  # validation users instead of the test users (:func:`.splits.make_split`)
 
     def __post_init__(self) -> None:
         self.device = pick_device(self.device_name)
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         self.split = make_split(self.faces_root, self.scale, self.seed, self.sources["psp"], self.sources["fr"],
-                                self.sources["public"])
+                                self.sources["public"], holdout=self.holdout)
         self.data: EvalData = load_split(self.split)
         self.timings: dict[str, float] = {"load_data": time.perf_counter() - t0}
         self._sources: dict[str, Loaded] = {}

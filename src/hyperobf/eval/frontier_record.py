@@ -70,6 +70,8 @@ def record_nets(result: dict, faces: Path, command: str) -> list[str]:
 
     from ..presets import preset_for
 
+    if result["split"].get("holdout"):  # validation users: for choosing nets, not what a user is told
+        return ["not recorded: measured on held-out validation users (--holdout-users)"]
     per_checkpoint: dict[str, list[dict]] = {}
     for row in result["rows"]:
         if not row.get("checkpoint") or not row["protector"].startswith("net:") or row.get("filled"):

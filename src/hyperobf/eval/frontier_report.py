@@ -73,6 +73,8 @@ def report_md(result: dict) -> str:
     lines = [
         "# Budget–protection frontier",
         "",
+        *(["**Held-out validation users** (`--holdout-users`: the split seed's test users set aside): numbers for "
+           "choosing among nets, not a protection claim.", ""] if result.get("split", {}).get("holdout") else []),
         f"{result['targets']} target users × {result['uploads_per_target']} protected uploads, "
         f"{result['distractors']} distractor identities; clean test photos per target: "
         f"{min(result['test_per_target'])}–{max(result['test_per_target'])}. Identification: share of the "

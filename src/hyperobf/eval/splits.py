@@ -10,6 +10,10 @@ Three roles, no identity in two of them:
   Targets are drawn from the identities with the most images, so each has clean test images.
 
 The resolved split (every identity and file, relative to the faces root) goes into every result.
+
+``holdout=True`` gives validation users: the same seed's test targets are drawn first and set aside (as
+targets and as distractors), then the targets are drawn among the rest. Choosing among trained nets on
+them never looks at the test users' numbers.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def list_identities(root: Path) -> dict[str, list[str]]:
 
 
 def make_split(faces_root: str | Path, scale, seed: int, psp_source: str = "glint24",
-               fr_source: str = "celeba299", public_source: str = "celeba299") -> dict:
+               fr_source: str = "celeba299", public_source: str = "celeba299", holdout: bool = False) -> dict:
     """Choose identities and files; pure bookkeeping (no pixels read). Raises ValueError when
     the folders are too small for the scale."""
     root = Path(faces_root)
@@ -71,7 +75,13 @@ def make_split(faces_root: str | Path, scale, seed: int, psp_source: str = "glin
     full = [i for i in by_count if len(fr_ids[i]) >= scale.train_per_class + scale.test_per_target]
     pool = full if len(full) >= scale.n_targets else by_count[:max(scale.n_targets, len(full))]
     targets = sorted(rng.sample(pool, scale.n_targets))
-    rest = sorted(set(eligible) - set(targets))
+    test_targets = set(targets) if holdout else set()
+    if holdout:  # validation users: the test draw above, then targets among the identities it left
+        pool = [i for i in pool if i not in test_targets]
+        if len(pool) < scale.n_targets or len(eligible) - len(test_targets) < scale.n_targets + scale.n_distractors:
+            raise ValueError(f"{fr_source}: too few identities for {scale.n_targets} held-out users beside the test users")
+        targets = sorted(rng.sample(pool, scale.n_targets))
+    rest = sorted(set(eligible) - set(targets) - test_targets)
     distractors = sorted(rng.sample(rest, scale.n_distractors))
 
     def files_of(ident: str, n_first: int, n_second: int) -> tuple[list[str], list[str]]:
@@ -81,6 +91,8 @@ def make_split(faces_root: str | Path, scale, seed: int, psp_source: str = "glin
 
     split = {"seed": seed, "faces_root": str(root), "fr_source": fr_source, "psp_source": psp_source,
              "public_source": public_source, "targets": {}, "distractors": {}}
+    if holdout:
+        split["holdout"] = True  # validation users (absent: the test users)
     for t in targets:
         tr, te = files_of(t, scale.train_per_class, scale.test_per_target)
         split["targets"][t] = {"train": tr, "test": te}
@@ -89,7 +101,7 @@ def make_split(faces_root: str | Path, scale, seed: int, psp_source: str = "glin
         split["distractors"][d] = {"train": tr, "val": va}
 
     # Public set: identities of public_source not in the FR set, files capped at public_images.
-    used = set(targets) | set(distractors) if public_source == fr_source else set()
+    used = set(targets) | set(distractors) | test_targets if public_source == fr_source else set()
     pub_ids = list_identities(root / public_source) if public_source != fr_source else fr_ids
     if psp_source == public_source:
         raise ValueError("the PSP training set and the attacker's public set must come from different folders")
