@@ -343,3 +343,27 @@ def test_rows_on_holdout_users_are_never_recorded(tmp_path, tiny_checkpoint):
     assert "protection" not in load_checkpoint(ck).payload
     run["split"].pop("holdout")
     assert record_nets(run, tmp_path, "c")[0].startswith("recorded 1 measurements")
+
+
+def test_frontier_select_ranks_nets_on_holdout_users_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from hyperobf.cli import app
+
+    key = "resnet18-scratch/gallery"
+    run = _run({key: 0.6}, [{"protector": "net:a", "rho": 0.025, "checkpoint": "a.pt", "dssim_mean": 0.02, "acc": {key: 0.3}},
+                            {"protector": "net:b", "rho": 0.025, "checkpoint": "b.pt", "dssim_mean": 0.02, "acc": {key: 0.1}},
+                            {"protector": "net:b filled ×4", "rho": 0.025, "checkpoint": "b.pt", "dssim_mean": 0.02, "acc": {key: 0.0}},
+                            {"protector": "net:c", "rho": 0.007, "checkpoint": "c.pt", "dssim_mean": 0.005, "acc": {key: 0.0}}])
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(run))
+    r = CliRunner().invoke(app, ["eval", "frontier-select", str(path)])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "--holdout-users" in r.output  # the test users: refused
+    run["split"]["holdout"] = True
+    path.write_text(json.dumps(run))
+    r = CliRunner().invoke(app, ["eval", "frontier-select", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "1. net:b: 0.10" in r.output and "2. net:a: 0.30" in r.output and "filled" not in r.output
+    assert r.output.strip().endswith("chosen: b.pt")
+    r = CliRunner().invoke(app, ["eval", "frontier-select", str(path), "--attacker", "dlib/query"])
+    assert r.exit_code == 1 and "no net row" in r.output

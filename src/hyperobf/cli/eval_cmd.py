@@ -257,3 +257,20 @@ def frontier_join(
     print("wrote " + ", ".join(str(p) for p in paths))
     for line in lines:
         print(line)
+
+
+@eval_app.command("frontier-select")
+def frontier_select(
+    run: Annotated[Path, typer.Argument(help="frontier.json of a run with --holdout-users and several --checkpoint.", exists=True, dir_okay=False)],
+    rho: Annotated[float, typer.Option(help="The budget at which the nets are compared.")] = 0.025,
+    attacker: Annotated[str, typer.Option(help="Attacker/protocol key that decides, as in the table.")] = "resnet18-scratch/gallery",
+) -> None:
+    """Which trained net to issue from: the ranking on held-out validation users (never the test users)."""
+    from ..eval.frontier_select import rank_nets
+
+    with errors_as_one_line(ValueError, OSError, json.JSONDecodeError, KeyError):
+        ranked = rank_nets(json.loads(run.read_text()), attacker, rho)
+    print(f"held-out users, {attacker} at rho {rho:g} (lower protects more):")
+    for i, r in enumerate(ranked):
+        print(f"  {i + 1}. {r['protector']}: {r['mean']:.2f} ± {r['sd']:.2f} (mean DSSIM {r['dssim_mean']:.4f})  {r['checkpoint']}")
+    print(f"chosen: {ranked[0]['checkpoint']}")
