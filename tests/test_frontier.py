@@ -137,6 +137,36 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     assert "measurements in" in r.output and "recorded " in r.output  # "recorded N measurements in <ckpt>: ..."
 
 
+@pytest.mark.slow
+def test_holdout_frontier_chooses_a_net_without_touching_the_test_users(tmp_path, tiny_checkpoint):
+    from typer.testing import CliRunner
+
+    from conftest import shared_path
+    from hyperobf.cli import app
+
+    faces, models = shared_path("data", "faces"), shared_path("models")
+    cks = []
+    for name in ("a", "b"):
+        cks += ["--checkpoint", str(tmp_path / f"{name}.pt")]
+        (tmp_path / f"{name}.pt").write_bytes(tiny_checkpoint.read_bytes())
+    common = ["eval", "frontier", "--scale", "tiny", "--uploads", "2", "--limit", "none", "--hybrid-k", "0", "--rho", "0.007",
+              "--faces", str(faces), "--models", str(models)]
+    r = CliRunner().invoke(app, [*common, *cks, "--holdout-users", "--out", str(tmp_path / "val")])
+    assert r.exit_code == 0, r.output
+    assert "not recorded: measured on held-out validation users" in r.output
+    assert "protection" not in torch.load(tmp_path / "a.pt", map_location="cpu", weights_only=False)
+    val = json.loads((tmp_path / "val" / "frontier.json").read_text())
+    r = CliRunner().invoke(app, [*common, "--no-record", "--out", str(tmp_path / "test")])
+    assert r.exit_code == 0, r.output
+    test = json.loads((tmp_path / "test" / "frontier.json").read_text())
+    assert val["split"]["holdout"] and not set(val["split"]["targets"]) & set(test["split"]["targets"])
+    assert "Held-out validation users" in (tmp_path / "val" / "report.md").read_text()
+    r = CliRunner().invoke(app, ["eval", "frontier-select", str(tmp_path / "val" / "frontier.json"), "--rho", "0.007",
+                                 "--attacker", "mobilefacenet/query"])
+    assert r.exit_code == 0, r.output
+    assert "chosen: " + str(tmp_path) in r.output
+
+
 def _run(clean: dict, rows: list[dict], overrides: dict | None = None) -> dict:
     acc = lambda d: {k: {"mean": v, "sd": 0.0} for k, v in d.items()}  # noqa: E731
     all_rows = [{"protector": "clean", "rho": 0.0, "acc": acc(clean)}] + [{"dssim_mean": 0.0, **r, "acc": acc(r["acc"])}
