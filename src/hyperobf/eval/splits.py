@@ -12,7 +12,7 @@ Three roles, no identity in two of them:
 The resolved split (every identity and file, relative to the faces root) goes into every result.
 
 ``holdout=True`` gives validation users: the same seed's test targets are drawn first and set aside (as
-targets and as distractors), then the targets are drawn among the rest. Choosing among trained nets on
+targets, distractors and public faces), then the targets are drawn among the rest. Choosing among nets on
 them never looks at the test users' numbers.
 """
 
