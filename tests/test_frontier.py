@@ -348,6 +348,16 @@ def test_errmin_limit_makes_the_uploads_a_shortcut_within_the_budget():
     assert hist0[-1]["surrogate_acc"] * 6 + hist0[-1]["surrogate_acc_distractors"] * 48 <= 48 + 1e-6
 
 
+def test_errmin_surrogate_rate_decays_only_when_asked():
+    from hyperobf.eval.limit_errmin import ErrMinConfig, surrogate_lr
+
+    flat, decayed = ErrMinConfig(rho=0.02, rounds=5), ErrMinConfig(rho=0.02, rounds=5, decay=True)
+    assert [surrogate_lr(flat, t) for t in range(5)] == [2e-3] * 5  # the default keeps earlier runs as they were
+    lrs = [surrogate_lr(decayed, t) for t in range(5)]
+    assert lrs[0] == pytest.approx(2e-3) and lrs[-1] == pytest.approx(2e-4)  # from model_lr to a tenth of it
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[2] == pytest.approx(1.1e-3)  # cosine: mid-way at the mean
+
+
 def test_budget_rule_scales_up_only_when_asked():
     x = (_faces() * 255).round() / 255
     delta = torch.randn(x.shape, generator=torch.Generator().manual_seed(4)) * 0.004  # far under the budget

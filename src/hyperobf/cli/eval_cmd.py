@@ -144,6 +144,8 @@ def frontier(
     limit_lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate of the limit (on w, δ = ρ_pixel·tanh(w)).")] = 0.05,
     fill_budget: Annotated[float, typer.Option(min=0.0, help="Also a 'filled' row per net: its δ scaled up by at most this factor until it uses the budget ρ (0 = off).")] = 0.0,
     errmin_rounds: Annotated[int, typer.Option(min=1, help="errmin limit: min–min turns at most (it stops when its surrogate classifies 99% of the perturbed uploads and of the distractors).")] = 25,
+    errmin_train_steps: Annotated[int, typer.Option(min=1, help="errmin limit: its surrogate's training steps per turn.")] = 10,
+    errmin_decay: Annotated[bool, typer.Option("--errmin-decay", help="errmin limit: anneal its surrogate's learning rate (cosine, to a tenth over --errmin-rounds turns).")] = False,
     hybrid_k: Annotated[str, typer.Option(help="Hybrid: on-device refinement steps after the net (0 = none).")] = "0,5,10,25",
     hybrid_embedder: Annotated[str, typer.Option(help="Embedder the device refines against: dlib (MIT, shippable) | mobilefacenet.")] = "dlib",
     whitebox: Annotated[str, typer.Option(help="Embedder the per-image limit optimises against: mobilefacenet | dlib | both (ensemble); the others are black boxes.")] = "mobilefacenet",
@@ -216,7 +218,7 @@ def frontier(
             torch.set_num_threads(threads)
         cfg = FrontierConfig(counters=counter_names, resnet_counters=resnet_counter_names, inversion=held, resnet_on=kinds, rhos=rhos, uploads=uploads, checkpoints=tuple(str(c) for c in checkpoint or ()),
                              limit_modes=modes, limit_steps=limit_steps, limit_max_steps=limit_max_steps,
-                             limit_tol=limit_tol, limit_lr=limit_lr, errmin_rounds=errmin_rounds, fill_budget=fill_budget, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
+                             limit_tol=limit_tol, limit_lr=limit_lr, errmin_rounds=errmin_rounds, errmin_train_steps=errmin_train_steps, errmin_decay=errmin_decay, fill_budget=fill_budget, hybrid_k=ks if checkpoint else (), hybrid_embedder=hybrid_embedder,
                              resnet=resnet, resnet_scratch=resnet_scratch, seed=seed, whitebox=whitebox,
                              resnet_rhos=_floats(resnet_rho, "--resnet-rho") if resnet_rho else ())
         scale_overrides = parse_sets(scale_set or [])

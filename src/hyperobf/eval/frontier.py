@@ -64,6 +64,8 @@ class FrontierConfig:
     limit_lr: float = 0.05  # 0.01 needed > 100 steps to reach the budget (measured: 0.68 at 50, 0.22 at 100)
     fill_budget: float = 0.0  # > 1: also a "filled" row per net, δ scaled up by at most this to use ρ
     errmin_rounds: int = 25  # min–min turns at most of the errmin limit (it stops earlier when its surrogate fits)
+    errmin_train_steps: int = 10  # its surrogate's steps per turn (Huang et al.: 10)
+    errmin_decay: bool = False  # cosine decay of its surrogate's rate over the turns
     hybrid_k: tuple[int, ...] = (0, 5, 10, 25)
     hybrid_step: float = DEFAULT_STEP  # the refiner's default step (one source: refiner_meta)
     hybrid_embedder: str = "dlib"  # what the device would bundle (MIT); mobilefacenet = white box
@@ -195,7 +197,7 @@ class Frontier:
 
             sc, dist = self.ctx.scale, self.ctx.data.distractor_train
             ec = ErrMinConfig(rho=rho, rho_pixel=cfg.extra.get("limit_rho_pixel", 0.05), rounds=cfg.errmin_rounds,
-                              lr=cfg.limit_lr, model_lr=sc.fr_lr, width=sc.fr_width, shift=sc.fr_shift,
+                              train_steps=cfg.errmin_train_steps, decay=cfg.errmin_decay, lr=cfg.limit_lr, model_lr=sc.fr_lr, width=sc.fr_width, shift=sc.fr_shift,
                               batch=sc.fr_batch)
             return errmin_limit(dist.images, dist.labels, x, ec, cfg.seed, log=self.log)
         phi = self.grad_embedder(cfg.whitebox)
@@ -317,7 +319,8 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
             t = time.perf_counter()
             prot, hist = fr.limit(rho, mode)
             if mode == "errmin":  # no embedder: its surrogate is the from-scratch attacker's architecture
-                add("limit-errmin", rho, prot, time.perf_counter() - t, history=hist, rounds=cfg.errmin_rounds)
+                add("limit-errmin", rho, prot, time.perf_counter() - t, history=hist, rounds=cfg.errmin_rounds,
+                    train_steps=cfg.errmin_train_steps, decay=cfg.errmin_decay)
                 continue
             name = f"limit-{mode}" + ("" if cfg.whitebox == "mobilefacenet" else f" vs {cfg.whitebox}")
             add(name, rho, prot, time.perf_counter() - t, history=hist, whitebox=cfg.whitebox)

@@ -125,8 +125,10 @@ def report_md(result: dict) -> str:
         for r in turns:
             last = r["history"][-1]
             ok = "converged" if last.get("converged") else "NOT converged at the cap"
-            lines.append(f"- {r['protector']} ρ {r['rho']:g}: {last['turn']} turns, surrogate {last['surrogate_acc']:.3f} "
-                         f"on the uploads, {last['surrogate_acc_distractors']:.3f} on the distractors ({ok})")
+            how = f"{r.get('train_steps', 10)} surrogate steps a turn" + (", rate decayed" if r.get("decay") else "")
+            lines.append(f"- {r['protector']} ρ {r['rho']:g}: {last['turn']} turns ({how}), surrogate "
+                         f"{last['surrogate_acc']:.3f} on the uploads, {last['surrogate_acc_distractors']:.3f} on the "
+                         f"distractors ({ok})")
     return "\n".join(lines) + "\n"
 
 

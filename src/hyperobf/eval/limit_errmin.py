@@ -14,7 +14,9 @@ uploads (measured: 0.56 → 0.56 at ρ 0.007). The yardstick for that attacker i
 * Huang et al.'s stopping rule: stop when the surrogate classifies ≥ ``stop_acc`` of its training set
   correctly — the budgeted uploads and the distractors, each (a surrogate that calls a distractor's faces
   the target's would pass on the uploads alone) — or after ``rounds`` turns; then the budget rule
-  (:func:`.limit.fit_budget`).
+  (:func:`.limit.fit_budget`). At a constant learning rate the surrogate hovered at 0.94–0.97 on the
+  distractors for 30 of 80 turns (measured): ``decay`` anneals its rate (cosine, to a tenth over ``rounds``
+  turns) and ``train_steps`` gives it more steps per turn, so that the rule can be met.
 
 The surrogate knows every target at once (one class each), the real attacker one target among the
 distractors: the limit is given more than the nets' surrogate, never less.
@@ -22,6 +24,7 @@ distractors: the limit is given more than the nets' surrogate, never less.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,12 +48,21 @@ class ErrMinConfig:
     noise_steps: int = 2
     lr: float = 0.05  # Adam on w (as the embedder limit)
     model_lr: float = 2e-3  # AdamW of the surrogate (the attacker's fr_lr)
+    decay: bool = False  # cosine decay of the surrogate's rate to model_lr/10 over `rounds` turns
     lambda_dssim: float = 300.0
     width: int = 16  # ResNet-18 width (the attacker's)
     shift: int = 8  # the attacker's augmentation (fr_shift)
     batch: int = 32  # surrogate batch (the attacker's fr_batch)
     noise_batch: int = 50  # uploads per noise step
     stop_acc: float = 0.99
+
+
+def surrogate_lr(cfg: ErrMinConfig, turn: int) -> float:
+    """The surrogate's learning rate in turn ``turn`` (0-based): constant, or cosine from model_lr to model_lr/10."""
+    if not cfg.decay:
+        return cfg.model_lr
+    frac = min(turn / max(cfg.rounds - 1, 1), 1.0)
+    return cfg.model_lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * frac)))
 
 
 def errmin_limit(distractors: torch.Tensor, distractor_labels: torch.Tensor, uploads: list[torch.Tensor],
@@ -80,6 +92,8 @@ def errmin_limit(distractors: torch.Tensor, distractor_labels: torch.Tensor, upl
 
     history: list[dict] = []
     for turn in range(cfg.rounds):
+        for g in opt.param_groups:
+            g["lr"] = surrogate_lr(cfg, turn)
         net.train()  # min over the surrogate: distractors clean, uploads perturbed (δ fixed)
         prot = (x + delta().detach()).clamp(0, 1)
         for _ in range(cfg.train_steps):
