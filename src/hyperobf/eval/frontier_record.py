@@ -69,8 +69,9 @@ def record_nets(result: dict, faces: Path, command: str) -> list[str]:
     from ..train.checkpoint import record_protection
 
     from ..presets import preset_for
+    from .splits import is_holdout
 
-    if result["split"].get("holdout"):  # validation users: for choosing nets, not what a user is told
+    if is_holdout(result):  # validation users: for choosing nets, not what a user is told
         return ["not recorded: measured on held-out validation users (--holdout-users)"]
     per_checkpoint: dict[str, list[dict]] = {}
     for row in result["rows"]:

@@ -68,13 +68,15 @@ def _paired_table(result: dict) -> list[str]:
 
 
 def report_md(result: dict) -> str:
+    from .splits import is_holdout
+
     attackers = _main_attackers(result)
     cfg = result["config"]
     lines = [
         "# Budget–protection frontier",
         "",
         *(["**Held-out validation users** (`--holdout-users`: the split seed's test users set aside): numbers for "
-           "choosing among nets, not a protection claim.", ""] if result.get("split", {}).get("holdout") else []),
+           "choosing among nets, not a protection claim.", ""] if is_holdout(result) else []),
         f"{result['targets']} target users × {result['uploads_per_target']} protected uploads, "
         f"{result['distractors']} distractor identities; clean test photos per target: "
         f"{min(result['test_per_target'])}–{max(result['test_per_target'])}. Identification: share of the "

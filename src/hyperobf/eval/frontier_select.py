@@ -10,12 +10,13 @@ attacker at one budget, ties to the lower mean DSSIM.
 from __future__ import annotations
 
 from .frontier import row_kind
+from .splits import is_holdout
 
 
 def rank_nets(result: dict, attacker: str, rho: float) -> list[dict]:
     """The run's net rows at ``rho`` ranked for ``attacker`` (best first): protector, checkpoint, mean, sd,
     dssim_mean. ValueError unless the run is on held-out users and measured that attacker on some net."""
-    if not result.get("split", {}).get("holdout"):
+    if not is_holdout(result):
         raise ValueError("choose nets on a run with --holdout-users (this one measured the test users: "
                          "choosing on them would make the test part of the training)")
     rows = [r for r in result["rows"] if row_kind(r["protector"]) == "net" and r.get("rho") is not None

@@ -27,6 +27,12 @@ import torch
 from ..train.data import IMAGE_SUFFIXES, FaceSet, load_files
 
 
+def is_holdout(result_or_split: dict) -> bool:
+    """Whether a frontier result (or its split) measured held-out validation users; the one reader of the flag."""
+    split = result_or_split.get("split", result_or_split)
+    return bool(split.get("holdout"))
+
+
 @dataclass
 class Target:
     name: str
