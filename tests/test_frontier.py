@@ -135,6 +135,9 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     assert "After counters" in (tmp_path / "f" / "report.md").read_text()
     assert "`inverted (n held)` rows" in (tmp_path / "f" / "report.md").read_text()
     assert "measurements in" in r.output and "recorded " in r.output  # "recorded N measurements in <ckpt>: ..."
+    issued = next(row for row in res["rows"] if row["protector"].endswith(" as issued"))
+    assert -1.0 <= issued["between_users"]["delta_cos"] <= 1.0 and issued["between_users"]["nets"] == res["targets"]
+    assert "How alike the users' nets are" in (tmp_path / "f" / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from _train_support import tiny_cfg
 
 from hyperobf.train.augment import upload_augment
-from hyperobf.train.diversity import kl_diversity, kl_matrix, param_variance
+from hyperobf.train.diversity import kl_diversity, kl_matrix, output_similarity, param_variance
 
 
 def _nets(*weights):
@@ -23,6 +24,21 @@ def test_kl_zero_for_identical_nets_positive_for_different():
     diff = _nets(w, 3 * w + 1)
     assert kl_diversity(diff)["min"] > 0.1 and kl_diversity(diff, "histogram")["min"] > 0.1
     assert float(param_variance(same)) == 0.0 and float(param_variance(diff)) > 0
+
+
+def test_output_similarity_sees_nets_that_differ_in_weights_but_not_in_output():
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(1, 3, 3, 8, 8, generator=g)  # one last-layer output (1, b=3, 3, 8, 8), |pre| >= 1
+    pre = (r.sign() * (1 + r.abs())).expand(4, -1, -1, -1, -1) * torch.tensor([20.0, 40.0, 80.0, 160.0]).view(4, 1, 1, 1, 1)
+    saturated = 0.05 * torch.tanh(pre)  # different weights (scales), one sign pattern at the clip
+    same = output_similarity(saturated)
+    assert same["delta_cos"] > 0.99 and same["identical_pairs"] == 1.0 and same["nets"] == 4
+    flipped = output_similarity(torch.stack([saturated[0], -saturated[0]]))
+    assert abs(flipped["delta_cos"] + 1.0) < 1e-9 and flipped["identical_pairs"] == 0.0
+    unrelated = output_similarity(0.05 * torch.tanh(torch.randn(6, 3, 3, 16, 16, generator=g)))
+    assert abs(unrelated["delta_cos"]) < 0.1 and unrelated["identical_pairs"] == 0.0
+    with pytest.raises(ValueError):
+        output_similarity(saturated[:1])
 
 
 def test_gaussian_kl_matches_closed_form():

@@ -276,3 +276,28 @@ def frontier_select(
     for i, r in enumerate(ranked):
         print(f"  {i + 1}. {r['protector']}: {r['mean']:.2f} ± {r['sd']:.2f} (mean DSSIM {r['dssim_mean']:.4f})  {r['checkpoint']}")
     print(f"chosen: {ranked[0]['checkpoint']}")
+
+
+@eval_app.command("alike")
+def alike(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Trained checkpoint.pt files.", exists=True, dir_okay=False)],
+    faces: Annotated[Path, typer.Option("--faces", help="Folder of face images (searched recursively; 112² crops).", exists=True, file_okay=False)],
+    nets: Annotated[int, typer.Option(min=2, help="Fresh users' nets issued per checkpoint.")] = 8,
+    images: Annotated[int, typer.Option(min=1, help="Faces, evenly spaced over the folder's sorted files.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the users' latents.")] = 0,
+) -> None:
+    """How alike each checkpoint's per-user nets are in what they output (δ cos, identical pairs) vs their weights."""
+    from ..eval.alike import checkpoint_similarity
+    from ..train.data import IMAGE_SUFFIXES, load_files
+
+    with errors_as_one_line(ValueError, OSError):
+        files = sorted(p for p in faces.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"no images under {faces}")
+        step = max(1, len(files) // images)
+        x = load_files(files[::step][:images]).float() / 255.0  # (b, 3, 112, 112)
+        rows = [(ck, checkpoint_similarity(ck, x, nets, seed)) for ck in checkpoints]
+    print(f"{len(x)} faces from {faces}, {nets} nets per checkpoint (δ cos 1 and every pair identical: one "
+          "perturbation for every user)")
+    for ck, r in rows:
+        print(f"  {ck}: δ cos {r['delta_cos']:.3f}, identical pairs {r['identical_pairs']:.2f}, param_var {r['param_var']:.4g}")

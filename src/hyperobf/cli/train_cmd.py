@@ -70,6 +70,7 @@ def train(
             last = result.metrics[-1]
             h = last["holdout"]
             feat = f"  feature cos {h['feat_cos_mean']:.4f}" if "feat_cos_mean" in h else ""
+            feat += f"  δ cos between nets {h['delta_cos']:.3f}" if "delta_cos" in h else ""
             print(f"checkpoint: {result.checkpoint}")
             print(f"epoch {last['epoch']}: J1 {last['J1']:.4f}  J2 {last['J2']:.4f}  param_var {h['param_var']:.4g}  "
                   f"KL {h['kl_gaussian']:.3g}  held-out DSSIM mean {h['dssim_mean']:.4f} max {h['dssim_max']:.4f}  "

@@ -190,6 +190,20 @@ class Frontier:
             deltas.append(apply_batched(loaded.spec, params, x[None])[0] - x)
         return Path(checkpoint).parent.name or Path(checkpoint).stem, loaded.spec.rho_pixel, deltas
 
+    def net_similarity(self, checkpoint: str, per_user: int = 5) -> dict:
+        """How alike the target users' nets perturb the same faces (:mod:`.alike`): every user's net (the z of
+        net_deltas) on the first ``per_user`` uploads of every user. Per-user nets that all output one δ are
+        one net to an attacker who collects them (E3/E4)."""
+        from ..train.checkpoint import load_checkpoint
+        from .alike import issued_similarity
+
+        if len(self.uploads) < 2:
+            return {}
+        loaded = load_checkpoint(checkpoint)
+        z = torch.randn(len(self.uploads), loaded.source.z_dim, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+        x = torch.cat([u[:per_user] for u in self.uploads]).float() / 255.0  # (U·per_user, 3, S, S)
+        return issued_similarity(loaded, z, x)
+
     def limit(self, rho: float, mode: str) -> tuple[list[torch.Tensor], list[dict]]:
         cfg, x = self.cfg, [u.float() / 255.0 for u in self.uploads]
         if mode == "errmin":  # against training on the uploads: a surrogate with the attacker's recipe
@@ -288,7 +302,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
         nets.append((name, rho_pixel, deltas, ck))
         x = [u.float() / 255.0 for u in fr.uploads]
         add(f"net:{name} as issued", None, [((xi + di).clamp(0, 1) * 255).round() / 255 for xi, di in zip(x, deltas)],
-            0.0, checkpoint=str(ck))
+            0.0, checkpoint=str(ck), between_users=fr.net_similarity(ck))
     hybrid_cache = {}
     for rho in cfg.rhos:
         log(f"rho {rho}:")

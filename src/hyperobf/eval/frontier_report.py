@@ -112,6 +112,14 @@ def report_md(result: dict) -> str:
     for inc in result.get("included", []):
         lines.append(f"\nRows from `{inc['source']}` (same split, uploads and attackers; {inc['seconds']:.0f} s): "
                      f"`{inc['command']}`")
+    sim = [r for r in result["rows"] if r.get("between_users")]
+    if sim:
+        lines += ["", "How alike the users' nets are (each user's net on the same uploads; δ cos 1 and every pair "
+                  "identical: the HyperNet issues one perturbation to everyone, whatever its weights):", ""]
+        for r in sim:
+            b = r["between_users"]
+            lines.append(f"- {r['protector'].removesuffix(' as issued')}: δ cos {b['delta_cos']:.3f}, identical pairs "
+                         f"{b['identical_pairs']:.2f} ({b['nets']} nets)")
     hist = [r for r in result["rows"] if r.get("history") and "steps" in r["history"][0]]
     turns = [r for r in result["rows"] if r.get("history") and "turn" in r["history"][0]]  # limit-errmin
     if hist:

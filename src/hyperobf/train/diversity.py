@@ -7,6 +7,11 @@ estimator, so two are offered, both per layer and summed over layers:
 * ``histogram``: histogram each net's weights of a layer on shared bins (smoothed); discrete KL.
 Both compare the *distribution of weight values* of two nets, so they are blind to permutations
 of the same values; :func:`param_variance` (across nets, per parameter) is not.
+
+Weights that differ need not give perturbations that differ: a net whose last layer saturates the
+clip (δ = ρ_pixel·tanh(·) at ±ρ_pixel) outputs the same sign pattern whatever its weights. The measured
+case: the shift recipe's best HyperNet (param_var 0.039) issues nets whose δ on the same faces are
+identical to the last bit. :func:`output_similarity` measures what an attacker collecting nets sees.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 
 from ..models.hypernet import param_variance
 
-__all__ = ["kl_diversity", "kl_matrix", "param_variance"]
+__all__ = ["kl_diversity", "kl_matrix", "output_similarity", "param_variance"]
 
 
 def _layers(params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -59,3 +64,20 @@ def kl_diversity(params: dict[str, torch.Tensor], mode: str = "gaussian", bins: 
     m = kl_matrix(params, mode, bins)
     off = torch.tensor([float(m[i, j]) for i, j in itertools.permutations(range(n), 2)])
     return {"mean": float(off.mean()), "min": float(off.min()), "max": float(off.max()), "n": n}
+
+
+def output_similarity(deltas: torch.Tensor) -> dict:
+    """How alike n nets' perturbations of the same images are. deltas: (n, b, 3, H, W), net i's δ on image j.
+
+    delta_cos: cos(δ_u(x), δ_v(x)) averaged over images and net pairs u < v (1: one perturbation for all;
+    ~0: unrelated); identical_pairs: share of pairs whose δ differ by less than half an 8-bit level at
+    every pixel of every image (what the 8-bit output cannot tell apart)."""
+    n = deltas.shape[0]
+    if n < 2:
+        raise ValueError("output_similarity needs at least two nets")
+    d = deltas.detach().flatten(2).double()  # (n, b, D)
+    unit = d / d.norm(dim=2, keepdim=True).clamp_min(1e-12)
+    pairs = list(itertools.combinations(range(n), 2))
+    cos = torch.stack([(unit[u] * unit[v]).sum(1).mean() for u, v in pairs])
+    same = [bool(((d[u] - d[v]).abs().max() < 0.5 / 255)) for u, v in pairs]
+    return {"delta_cos": float(cos.mean()), "identical_pairs": sum(same) / len(pairs), "nets": n}

@@ -11,7 +11,7 @@ import torch
 
 from ..models.masknet import apply_batched
 from .data import FaceSet
-from .diversity import kl_diversity, param_variance
+from .diversity import kl_diversity, output_similarity, param_variance
 from .losses import dssim, psnr
 
 
@@ -28,6 +28,8 @@ def evaluate_quality(source, spec, faces: FaceSet, device, gen: torch.Generator,
         "dssim_max": float(d.max()),
         "psnr_mean": float(psnr(y.flatten(0, 1), xs.flatten(0, 1)).mean()),
         "delta_max": float((y - xs).abs().max()),
+        # the nets' perturbations of the same faces (1.0: every user gets one perturbation; see diversity.py)
+        **({"delta_cos": output_similarity(y - xs)["delta_cos"]} if n_nets > 1 else {}),
     }
 
 

@@ -1,0 +1,36 @@
+"""How alike a HyperNet's per-user nets are, in what they output (issue 13, E3/E4).
+
+The thesis's diversity (J2 = exp(−Var), KL between nets) is measured on weights. An attacker who
+collects nets sees their perturbations: if every user's net outputs the same δ, an inversion network
+trained on one of them undoes everyone's, whatever the weights' variance (measured: the shift recipe's
+best HyperNet, param_var 0.039, issues identical δ to every user). This module runs n issued nets on the
+same faces and reports :func:`..train.diversity.output_similarity` beside the weights' variance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..models.masknet import apply_shared_input
+from ..train.diversity import output_similarity, param_variance
+
+
+@torch.no_grad()
+def issued_similarity(loaded, z: torch.Tensor, x: torch.Tensor) -> dict:
+    """Nets issued from latents z (n, z_dim) by a loaded checkpoint, on the same faces x (b, 3, S, S) float [0, 1]:
+    delta_cos, identical_pairs, nets (output_similarity) and param_var (J2's Var)."""
+    src = loaded.source.eval()
+    params = src.issue(z)
+    y = apply_shared_input(loaded.spec, params, x)  # (n, b, 3, S, S)
+    return {**output_similarity(y - x[None]), "param_var": float(param_variance(params))}
+
+
+def checkpoint_similarity(checkpoint: str | Path, x: torch.Tensor, n_nets: int = 8, seed: int = 0) -> dict:
+    """n_nets fresh users' nets (z from ``seed``) of one checkpoint on faces x (b, 3, S, S) float [0, 1]."""
+    from ..train.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    z = torch.randn(n_nets, loaded.source.z_dim, generator=torch.Generator().manual_seed(seed))
+    return issued_similarity(loaded, z, x)
