@@ -164,3 +164,21 @@ def test_several_hypernets_assign_each_user_a_random_structure(tmp_path):
     # two checkpoints of one structure are refused before anything is written
     r = _export("--checkpoint", cks[0], "--checkpoint", cks[0], "--users", "2", "--out", str(tmp_path / "m2"))
     assert "one checkpoint per structure" in _one_line_error(r) and not (tmp_path / "m2").exists()
+
+
+def test_export_warns_when_users_nets_perturb_alike(tiny_checkpoint, tmp_path):
+    from _train_support import tiny_cfg
+
+    from hyperobf.train.loop import train
+
+    r = _export("--checkpoint", str(tiny_checkpoint), "--users", "3", "--out", str(tmp_path / "h"))
+    assert r.exit_code == 0, r.output
+    assert "users' nets: δ cos" in r.output and "of 3 pairs identical at 8 bits" in r.output
+    # an "ensemble" of one member issues the same net to every user: the export says so
+    one = train(tiny_cfg(method="ensemble", ensemble_size=1), tmp_path / "one").checkpoint
+    r = _export("--checkpoint", str(one), "--users", "3", "--out", str(tmp_path / "e"))
+    assert r.exit_code == 0, r.output
+    assert "100% of 3 pairs identical at 8 bits" in r.output
+    assert "warning: 100% of the checked user pairs got the same perturbation" in r.output
+    r = _export("--checkpoint", str(one), "--users", "3", "--verify", "none", "--out", str(tmp_path / "n"))
+    assert r.exit_code == 0 and "users' nets" not in r.output  # nothing run, nothing claimed

@@ -43,6 +43,8 @@ class IssueReport:
     verified: dict = field(default_factory=dict)  # job label -> verification summary
     jobs: list = field(default_factory=list)  # per (format, precision): files, bytes, seconds, files/s
     skipped: list = field(default_factory=list)  # requested combinations a format does not support
+    # how alike the first users' nets perturb the verification faces (eval.alike; empty without verification)
+    alike: dict = field(default_factory=dict)
 
 
 def _os_error(e: OSError, out: Path) -> ExportError:
@@ -130,6 +132,7 @@ def _run(plan: IssuePlan, inputs: VerifyInputs | None, progress: Callable[[int, 
         seconds["templates"] = time.perf_counter() - t
         pipeline = ChunkPipeline(plan, templates, staging, inputs, seconds)
         pipeline.run(z, ids, progress)
+        alike = _alike(plan, z, inputs)
         write_manifest(staging.path(MANIFEST), manifest_rows(plan, ids, pipeline.results))
         if plan.seeds is not None:
             seeds_tmp = write_seeds(plan.seeds, plan.users, ids, z)
@@ -149,7 +152,23 @@ def _run(plan: IssuePlan, inputs: VerifyInputs | None, progress: Callable[[int, 
     pipeline.close()
     staging.close()
     seconds["total"] = time.perf_counter() - t0
-    return _report(plan, pipeline, checks, seconds)
+    report = _report(plan, pipeline, checks, seconds)
+    report.alike = alike
+    return report
+
+
+ALIKE_USERS = 8  # users whose nets are compared with each other (28 pairs)
+
+
+def _alike(plan: IssuePlan, z: np.ndarray, inputs: VerifyInputs | None) -> dict:
+    """Output similarity of the first ALIKE_USERS users' nets on the verification faces: per-user nets that
+    perturb faces identically are one net to an attacker (measured on a trained HyperNet: every user the same δ)."""
+    if inputs is None or "faces" not in inputs.groups or len(z) < 2:
+        return {}
+    from ..eval.alike import issued_similarity
+
+    with torch.no_grad():
+        return issued_similarity(plan.loaded, torch.as_tensor(z[:ALIKE_USERS]), torch.from_numpy(inputs.faces))
 
 
 def _report(plan: IssuePlan, pipeline: ChunkPipeline, checks: dict[Job, dict], seconds: dict) -> IssueReport:
