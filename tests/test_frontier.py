@@ -129,6 +129,8 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     assert len((tmp_path / "f" / "rows.jsonl").read_text().splitlines()) == len(res["rows"])  # the per-row log
     inverted = [row for row in res["rows"] if row["protector"].endswith("inverted (1 held)")]
     assert len(inverted) == 1 and inverted[0]["held_nets"] == 1 and "resnet18-scratch/gallery" in inverted[0]["acc"]
+    assert len(inverted[0]["held_cos"]) == res["targets"] and all(-1.0 <= c <= 1.0 for c in inverted[0]["held_cos"])
+    assert "Users whose very perturbation the attacker holds" in (tmp_path / "f" / "report.md").read_text()
     assert all(row["dssim_max"] <= 0.007 for row in res["rows"] if row["rho"])
     assert {"mobilefacenet/query+jpeg75", "mobilefacenet/gallery+jpeg75", "resnet18-scratch/gallery"} <= set(res["attackers"])
     assert all("resnet18-scratch/gallery" in row["acc"] for row in res["rows"])  # every row without --resnet-rho

@@ -65,3 +65,18 @@ def test_upload_augment_probability_zero_is_identity():
     cfg = tiny_cfg(jpeg_prob=0.0, resize_prob=0.0)
     x = torch.rand(2, 3, 112, 112)
     assert torch.equal(upload_augment(x, cfg, torch.Generator().manual_seed(0)), x)
+
+
+def test_match_to_held_finds_the_users_whose_net_the_attacker_holds(tiny_checkpoint):
+    from hyperobf.eval.alike import match_to_held
+    from hyperobf.train.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    g = torch.Generator().manual_seed(0)
+    z_users = torch.randn(3, loaded.source.z_dim, generator=g)
+    x = torch.rand(2, 3, 32, 32, generator=g)  # fully convolutional: any size
+    # the attacker's second account happens to hold user 1's latent: that user matches exactly
+    z_held = torch.cat([torch.randn(1, loaded.source.z_dim, generator=g), z_users[1:2]])
+    match = match_to_held(loaded, z_users, z_held, x)
+    assert len(match) == 3 and match[1] == pytest.approx(1.0, abs=1e-6)
+    assert max(match[0], match[2]) < 1.0 - 1e-4

@@ -34,3 +34,18 @@ def checkpoint_similarity(checkpoint: str | Path, x: torch.Tensor, n_nets: int =
     loaded = load_checkpoint(checkpoint)
     z = torch.randn(n_nets, loaded.source.z_dim, generator=torch.Generator().manual_seed(seed))
     return issued_similarity(loaded, z, x)
+
+
+@torch.no_grad()
+def match_to_held(loaded, z_users: torch.Tensor, z_held: torch.Tensor, x: torch.Tensor) -> list[float]:
+    """Per user: the highest δ cos between the user's net and any net the attacker holds, on faces x.
+
+    1.0: the attacker holds the very perturbation that protects this user (its InvNet then learns to undo
+    exactly it; measured: the users whose net matched the attacker's were restored, the others not)."""
+    src = loaded.source.eval()
+    n = len(z_users)
+    y = apply_shared_input(loaded.spec, src.issue(torch.cat([z_users, z_held])), x)  # (n + h, b, 3, S, S)
+    d = (y - x[None]).flatten(2).double()
+    unit = d / d.norm(dim=2, keepdim=True).clamp_min(1e-12)
+    cos = torch.einsum("ubd,hbd->uhb", unit[:n], unit[n:]).mean(2)  # (n, h)
+    return [round(float(c), 4) for c in cos.max(1).values]

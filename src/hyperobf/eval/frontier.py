@@ -182,7 +182,7 @@ class Frontier:
 
         loaded = load_checkpoint(checkpoint)
         src = loaded.source.eval()
-        z = torch.randn(len(self.uploads), src.z_dim, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+        z = self.user_latents(src.z_dim)
         deltas = []
         for u, up in enumerate(self.uploads):
             params = src.issue(z[u:u + 1])
@@ -200,9 +200,15 @@ class Frontier:
         if len(self.uploads) < 2:
             return {}
         loaded = load_checkpoint(checkpoint)
-        z = torch.randn(len(self.uploads), loaded.source.z_dim, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
-        x = torch.cat([u[:per_user] for u in self.uploads]).float() / 255.0  # (U·per_user, 3, S, S)
-        return issued_similarity(loaded, z, x)
+        return issued_similarity(loaded, self.user_latents(loaded.source.z_dim), self.probe_faces(per_user))
+
+    def user_latents(self, z_dim: int) -> torch.Tensor:
+        """(U, z_dim): the target users' secret z, one per user (seeded; the attacker's accounts use their own)."""
+        return torch.randn(len(self.uploads), z_dim, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+
+    def probe_faces(self, per_user: int = 5) -> torch.Tensor:
+        """(U·per_user, 3, S, S) float: the first uploads of every user, on which nets are compared."""
+        return torch.cat([u[:per_user] for u in self.uploads]).float() / 255.0
 
     def limit(self, rho: float, mode: str) -> tuple[list[torch.Tensor], list[dict]]:
         cfg, x = self.cfg, [u.float() / 255.0 for u in self.uploads]

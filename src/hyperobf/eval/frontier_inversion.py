@@ -16,16 +16,20 @@ from typing import Iterator
 
 import torch
 
+from .alike import match_to_held
 from .invnet import restore, train_invnet
 from .limit import quantise
 
 
 @torch.no_grad()
+def _held_latents(z_dim: int, n: int, seed: int) -> torch.Tensor:
+    """(n, z_dim): the attacker's own accounts' z (the targets' come from Frontier.user_latents)."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed + 977))
+
+
 def _held_params(src, n: int, seed: int) -> dict[str, torch.Tensor]:
     """n nets' batched weights for the attacker's own accounts, issued by the HyperNet ``src``."""
-    # The targets' z come from seed + 1 (Frontier.net_deltas); the attacker's from its own stream.
-    z = torch.randn(n, src.z_dim, generator=torch.Generator().manual_seed(seed + 977))
-    return {k: v.detach() for k, v in src.issue(z).items()}
+    return {k: v.detach() for k, v in src.issue(_held_latents(src.z_dim, n, seed)).items()}
 
 
 def inversion_rows(fr, checkpoint: str, name: str, rho: float, protected: list[torch.Tensor],
@@ -49,6 +53,9 @@ def inversion_rows(fr, checkpoint: str, name: str, rho: float, protected: list[t
             inv = train_invnet(spec, held, ctx.data.public.images, ctx.scale, ctx.device, fr.cfg.seed + 300 + n,
                                budget=(rho, spec.rho_pixel))
         restored = [quantise(restore(inv, p)) for p in protected]
+        # per user: does the attacker hold this user's very perturbation? (δ cos to its closest held net)
+        match = match_to_held(loaded, fr.user_latents(src.z_dim), _held_latents(src.z_dim, n, fr.cfg.seed),
+                              fr.probe_faces()) if len(protected) > 0 else []
         yield (f"net:{name} inverted ({n} held{how})", restored, time.perf_counter() - t,
                {"checkpoint": str(Path(checkpoint)), "held_nets": n, "invnet_epochs": sc.inv_epochs,
-                "invnet_identity_start": sc.inv_identity_start})
+                "invnet_identity_start": sc.inv_identity_start, "held_cos": match})

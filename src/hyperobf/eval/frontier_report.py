@@ -120,6 +120,13 @@ def report_md(result: dict) -> str:
             b = r["between_users"]
             lines.append(f"- {r['protector'].removesuffix(' as issued')}: δ cos {b['delta_cos']:.3f}, identical pairs "
                          f"{b['identical_pairs']:.2f} ({b['nets']} nets)")
+    held = [r for r in result["rows"] if r.get("held_cos")]
+    if held:
+        lines += ["", "Users whose very perturbation the attacker holds (δ cos ≥ 0.99 between the user's net and one "
+                  "of the attacker's own nets; its InvNet then learns to undo exactly it):", ""]
+        for r in held:
+            same = sum(c >= 0.99 for c in r["held_cos"])
+            lines.append(f"- {r['protector']} ρ {r['rho']:g}: {same} / {len(r['held_cos'])} users")
     hist = [r for r in result["rows"] if r.get("history") and "steps" in r["history"][0]]
     turns = [r for r in result["rows"] if r.get("history") and "turn" in r["history"][0]]  # limit-errmin
     if hist:
