@@ -217,8 +217,8 @@ class Frontier:
 
             sc, dist = self.ctx.scale, self.ctx.data.distractor_train
             ec = ErrMinConfig(rho=rho, rho_pixel=cfg.extra.get("limit_rho_pixel", 0.05), rounds=cfg.errmin_rounds,
-                              train_steps=cfg.errmin_train_steps, decay=cfg.errmin_decay, lr=cfg.limit_lr, model_lr=sc.fr_lr, width=sc.fr_width, shift=sc.fr_shift,
-                              batch=sc.fr_batch)
+                              train_steps=cfg.errmin_train_steps, decay=cfg.errmin_decay, lr=cfg.limit_lr,
+                              model_lr=sc.fr_lr, width=sc.fr_width, shift=sc.fr_shift, batch=sc.fr_batch)
             return errmin_limit(dist.images, dist.labels, x, ec, cfg.seed, log=self.log)
         phi = self.grad_embedder(cfg.whitebox)
         sizes = [len(v) for v in x]

@@ -21,12 +21,12 @@ from .invnet import restore, train_invnet
 from .limit import quantise
 
 
-@torch.no_grad()
 def _held_latents(z_dim: int, n: int, seed: int) -> torch.Tensor:
     """(n, z_dim): the attacker's own accounts' z (the targets' come from Frontier.user_latents)."""
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed + 977))
 
 
+@torch.no_grad()
 def _held_params(src, n: int, seed: int) -> dict[str, torch.Tensor]:
     """n nets' batched weights for the attacker's own accounts, issued by the HyperNet ``src``."""
     return {k: v.detach() for k, v in src.issue(_held_latents(src.z_dim, n, seed)).items()}
