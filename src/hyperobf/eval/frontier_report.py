@@ -67,6 +67,12 @@ def _paired_table(result: dict) -> list[str]:
     return lines
 
 
+def _listed(result: dict, key: str, header: str, line) -> list[str]:
+    """A bulleted section over the rows that carry ``key``: line(row, row[key]) each; nothing when none does."""
+    rows = [r for r in result["rows"] if r.get(key)]
+    return ["", header, "", *(line(r, r[key]) for r in rows)] if rows else []
+
+
 def report_md(result: dict) -> str:
     from .splits import is_holdout
 
@@ -112,21 +118,13 @@ def report_md(result: dict) -> str:
     for inc in result.get("included", []):
         lines.append(f"\nRows from `{inc['source']}` (same split, uploads and attackers; {inc['seconds']:.0f} s): "
                      f"`{inc['command']}`")
-    sim = [r for r in result["rows"] if r.get("between_users")]
-    if sim:
-        lines += ["", "How alike the users' nets are (each user's net on the same uploads; δ cos 1 and every pair "
-                  "identical: the HyperNet issues one perturbation to everyone, whatever its weights):", ""]
-        for r in sim:
-            b = r["between_users"]
-            lines.append(f"- {r['protector'].removesuffix(' as issued')}: δ cos {b['delta_cos']:.3f}, identical pairs "
-                         f"{b['identical_pairs']:.2f} ({b['nets']} nets)")
-    held = [r for r in result["rows"] if r.get("held_cos")]
-    if held:
-        lines += ["", "Users whose very perturbation the attacker holds (δ cos ≥ 0.99 between the user's net and one "
-                  "of the attacker's own nets; its InvNet then learns to undo exactly it):", ""]
-        for r in held:
-            same = sum(c >= 0.99 for c in r["held_cos"])
-            lines.append(f"- {r['protector']} ρ {r['rho']:g}: {same} / {len(r['held_cos'])} users")
+    lines += _listed(result, "between_users", "How alike the users' nets are (each user's net on the same uploads; "
+                     "δ cos 1 and every pair identical: the HyperNet issues one perturbation to everyone, whatever its "
+                     "weights):", lambda r, b: f"- {r['protector'].removesuffix(' as issued')}: δ cos "
+                     f"{b['delta_cos']:.3f}, identical pairs {b['identical_pairs']:.2f} ({b['nets']} nets)")
+    lines += _listed(result, "held_cos", "Users whose very perturbation the attacker holds (δ cos ≥ 0.99 between the "
+                     "user's net and one of the attacker's own nets; its InvNet then learns to undo exactly it):",
+                     lambda r, c: f"- {r['protector']} ρ {r['rho']:g}: {sum(v >= 0.99 for v in c)} / {len(c)} users")
     hist = [r for r in result["rows"] if r.get("history") and "steps" in r["history"][0]]
     turns = [r for r in result["rows"] if r.get("history") and "turn" in r["history"][0]]  # limit-errmin
     if hist:
