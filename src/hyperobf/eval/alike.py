@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..models.masknet import apply_shared_input
-from ..train.diversity import output_similarity, param_variance
+from ..train.diversity import delta_cos, output_similarity, param_variance
 
 
 @torch.no_grad()
@@ -45,7 +45,5 @@ def match_to_held(loaded, z_users: torch.Tensor, z_held: torch.Tensor, x: torch.
     src = loaded.source.eval()
     n = len(z_users)
     y = apply_shared_input(loaded.spec, src.issue(torch.cat([z_users, z_held])), x)  # (n + h, b, 3, S, S)
-    d = (y - x[None]).flatten(2).double()
-    unit = d / d.norm(dim=2, keepdim=True).clamp_min(1e-12)
-    cos = torch.einsum("ubd,hbd->uhb", unit[:n], unit[n:]).mean(2)  # (n, h)
-    return [round(float(c), 4) for c in cos.max(1).values]
+    d = y - x[None]
+    return [round(float(c), 4) for c in delta_cos(d[:n], d[n:]).max(1).values]  # (n, h) -> best held net per user

@@ -339,11 +339,9 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
             t = time.perf_counter()
             prot, hist = fr.limit(rho, mode)
             if mode == "errmin":  # no embedder: its surrogate is the from-scratch attacker's architecture
-                # a surrogate trained otherwise than Huang et al.'s (10 steps a turn, constant rate) is another
-                # limit row: its name says how, so that tables joined from several runs keep both
-                how = ([f"{cfg.errmin_train_steps} steps/turn"] if cfg.errmin_train_steps != 10 else []) \
-                    + (["decayed"] if cfg.errmin_decay else [])
-                add("limit-errmin" + (f" ({', '.join(how)})" if how else ""), rho, prot, time.perf_counter() - t,
+                from .limit_errmin import limit_name
+
+                add(limit_name(cfg.errmin_train_steps, cfg.errmin_decay), rho, prot, time.perf_counter() - t,
                     history=hist, rounds=cfg.errmin_rounds, train_steps=cfg.errmin_train_steps, decay=cfg.errmin_decay)
                 continue
             name = f"limit-{mode}" + ("" if cfg.whitebox == "mobilefacenet" else f" vs {cfg.whitebox}")

@@ -57,6 +57,14 @@ class ErrMinConfig:
     stop_acc: float = 0.99
 
 
+def limit_name(train_steps: int, decay: bool) -> str:
+    """The frontier row's name: ``limit-errmin``, plus how its surrogate was trained when not as Huang et al.
+    (ErrMinConfig's defaults), so that tables joined from several runs keep both rows."""
+    how = ([f"{train_steps} steps/turn"] if train_steps != ErrMinConfig.train_steps else []) \
+        + (["decayed"] if decay else [])
+    return "limit-errmin" + (f" ({', '.join(how)})" if how else "")
+
+
 def surrogate_lr(cfg: ErrMinConfig, turn: int) -> float:
     """The surrogate's learning rate in turn ``turn`` (0-based): constant, or cosine from model_lr to model_lr/10."""
     if not cfg.decay:

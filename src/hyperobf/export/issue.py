@@ -167,8 +167,7 @@ def _alike(plan: IssuePlan, z: np.ndarray, inputs: VerifyInputs | None) -> dict:
         return {}
     from ..eval.alike import issued_similarity
 
-    with torch.no_grad():
-        return issued_similarity(plan.loaded, torch.as_tensor(z[:ALIKE_USERS]), torch.from_numpy(inputs.faces))
+    return issued_similarity(plan.loaded, torch.as_tensor(z[:ALIKE_USERS]), torch.from_numpy(inputs.faces))
 
 
 def _report(plan: IssuePlan, pipeline: ChunkPipeline, checks: dict[Job, dict], seconds: dict) -> IssueReport:

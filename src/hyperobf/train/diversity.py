@@ -22,7 +22,7 @@ import torch
 
 from ..models.hypernet import param_variance
 
-__all__ = ["kl_diversity", "kl_matrix", "output_similarity", "param_variance"]
+__all__ = ["delta_cos", "kl_diversity", "kl_matrix", "output_similarity", "param_variance"]
 
 
 def _layers(params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -66,6 +66,16 @@ def kl_diversity(params: dict[str, torch.Tensor], mode: str = "gaussian", bins: 
     return {"mean": float(off.mean()), "min": float(off.min()), "max": float(off.max()), "n": n}
 
 
+def delta_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n, h): cos(δ_i(x), δ_j(x)) averaged over the images x, for a (n, b, ...) and b (h, b, ...), the δ of n
+    and h nets on the same b images."""
+    def unit(d: torch.Tensor) -> torch.Tensor:  # (k, b, D), each image's δ scaled to norm 1
+        d = d.detach().flatten(2).double()
+        return d / d.norm(dim=2, keepdim=True).clamp_min(1e-12)
+
+    return torch.einsum("ibd,jbd->ijb", unit(a), unit(b)).mean(2)
+
+
 def output_similarity(deltas: torch.Tensor) -> dict:
     """How alike n nets' perturbations of the same images are. deltas: (n, b, 3, H, W), net i's δ on image j.
 
@@ -75,9 +85,8 @@ def output_similarity(deltas: torch.Tensor) -> dict:
     n = deltas.shape[0]
     if n < 2:
         raise ValueError("output_similarity needs at least two nets")
-    d = deltas.detach().flatten(2).double()  # (n, b, D)
-    unit = d / d.norm(dim=2, keepdim=True).clamp_min(1e-12)
+    cos = delta_cos(deltas, deltas)  # (n, n)
     pairs = list(itertools.combinations(range(n), 2))
-    cos = torch.stack([(unit[u] * unit[v]).sum(1).mean() for u, v in pairs])
-    same = [bool(((d[u] - d[v]).abs().max() < 0.5 / 255)) for u, v in pairs]
-    return {"delta_cos": float(cos.mean()), "identical_pairs": sum(same) / len(pairs), "nets": n}
+    same = [bool(((deltas[u] - deltas[v]).abs().max() < 0.5 / 255)) for u, v in pairs]
+    return {"delta_cos": float(torch.stack([cos[u, v] for u, v in pairs]).mean()),
+            "identical_pairs": sum(same) / len(pairs), "nets": n}
