@@ -80,3 +80,49 @@ def test_match_to_held_finds_the_users_whose_net_the_attacker_holds(tiny_checkpo
     match = match_to_held(loaded, z_users, z_held, x)
     assert len(match) == 3 and match[1] == pytest.approx(1.0, abs=1e-6)
     assert max(match[0], match[2]) < 1.0 - 1e-4
+
+
+def test_signature_terms_see_per_user_patterns():
+    """within → 1 / between → 0 for one fixed pattern per user; one pattern for all users: between 1; i.i.d. noise:
+    within ≈ 0. The loss is minimal only for the first."""
+    from hyperobf.train.losses import signature_loss, signature_terms
+
+    g = torch.Generator().manual_seed(0)
+    n, b, shape = 4, 3, (3, 8, 8)
+    own = torch.randn(n, 1, *shape, generator=g).expand(n, b, *shape)  # each user: one pattern on every face
+    within, between = signature_terms(own)
+    assert within == pytest.approx(1.0, abs=1e-5) and float(between) < 0.1
+    shared = torch.randn(1, 1, *shape, generator=g).expand(n, b, *shape)  # every user the same pattern
+    w2, b2 = signature_terms(shared)
+    assert w2 == pytest.approx(1.0, abs=1e-5) and b2 == pytest.approx(1.0, abs=1e-5)
+    noise = torch.randn(n, b, *shape, generator=g)  # a new pattern on every face
+    w3, b3 = signature_terms(noise)
+    assert abs(float(w3)) < 0.15
+    losses = [float(signature_loss(*t)) for t in ((within, between), (w2, b2), (w3, b3))]
+    assert losses[0] < 0.1 < 0.8 < min(losses[1:])
+
+
+def test_signature_weight_adds_exactly_its_term_and_training_logs_both(tmp_path):
+    from hyperobf.spec import builtin_spec
+    from hyperobf.train.config import TrainConfig
+    from hyperobf.train.loop import step_loss, train
+    from hyperobf.train.losses import signature_loss
+    from hyperobf.train.objectives import build_objective
+    from hyperobf.train.sources import build_source
+
+    kw = dict(structure="tiny", epochs=1, steps_per_epoch=2, batch_images=3, nets_per_step=3, objective="thesis",
+              pool_users=6, image_size=16)
+    off, on = TrainConfig(**kw), TrainConfig(**kw, lambda_signature=5.0)
+    spec = builtin_spec("tiny", off.rho_pixel)
+    gen = torch.Generator().manual_seed(0)
+    source, objective = build_source(spec, off), build_objective(off, 4)
+    params, _ = source.sample_keyed(3, gen)
+    x, y = torch.rand(9, 3, 16, 16, generator=gen), torch.arange(3).repeat_interleave(3)
+    l0, _, p0 = step_loss(spec, off, objective, params, x, y, torch.Generator().manual_seed(1))
+    l1, _, p1 = step_loss(spec, on, objective, params, x, y, torch.Generator().manual_seed(1))
+    expected = 5.0 * signature_loss(p0["sig_within"], p0["sig_between"])
+    assert float((l1 - l0).detach()) == pytest.approx(float(expected.detach()), rel=1e-4) and float(expected.detach()) > 0
+    m = train(off, tmp_path / "off").metrics[-1]
+    assert 0 < m["sig_between"] <= 1 and -1 <= m["sig_within"] <= 1
+    with pytest.raises(ValueError, match="lambda_signature"):
+        TrainConfig(lambda_signature=-1).validate()

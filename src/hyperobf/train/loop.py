@@ -1,4 +1,4 @@
-"""The training loop: J = λ_div·max(J1 − α, 0) + J2 + λ_dssim·max(DSSIM − ρ, 0).
+"""The training loop: J = λ_div·max(J1 − α, 0) + J2 + λ_dssim·max(DSSIM − ρ, 0) [+ λ_sig·signature].
 
 Each step samples ``nets_per_step`` MaskNets from the source and gives each its own
 ``batch_images`` faces; all nets run in one grouped-conv pass (models.masknet.apply_batched).
@@ -29,7 +29,7 @@ from .config import TrainConfig, canonical_objective
 from .data import FaceSet, load_image_folder, split_holdout, synthetic_faces
 from .diversity import param_variance
 from .evaluate import evaluate_epoch, evaluate_quality  # noqa: F401  (evaluate_quality: public here too)
-from .losses import budget_penalty, diversity_loss, dssim, total_loss
+from .losses import budget_penalty, diversity_loss, dssim, signature_loss, signature_terms, total_loss
 from .objectives import build_objective
 from .sources import build_source
 
@@ -68,7 +68,8 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     ``keys`` (n, ...): what made each net (its z, its member index), for objectives that give each
     user its own target (``objective.needs_keys``: the targeted feature objective).
 
-    Returns (loss, protected faces (n·b, 3, H, W), {J1, J2, dssim, dssim_max, param_var} tensors).
+    Returns (loss, protected faces (n·b, 3, H, W), {J1, J2, dssim, dssim_max, param_var, sig_within,
+    sig_between} tensors).
     """
     n = next(iter(params.values())).shape[0]
     with autocast():
@@ -84,7 +85,11 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     # Baselines (static / ensemble / mcdropout) have no diversity term but the same hinged, weighted J1 as
     # the HyperNet (Eq. 4.4 without J2), so J1 weighs the same against the DSSIM penalty in every method.
     loss = total_loss(j1, torch.zeros_like(j2) if independent else j2, cfg.lambda_div, cfg.alpha) + penalty
-    return loss, x_prot, {"J1": j1, "J2": j2, "dssim": d.mean(), "dssim_max": d.max(), "param_var": var}
+    within, between = signature_terms((x_prot - x).view(n, -1, *x.shape[1:]))  # δ: (n, b, 3, H, W)
+    if cfg.lambda_signature > 0:
+        loss = loss + cfg.lambda_signature * signature_loss(within, between)
+    return loss, x_prot, {"J1": j1, "J2": j2, "dssim": d.mean(), "dssim_max": d.max(), "param_var": var,
+                          "sig_within": within, "sig_between": between}
 
 
 def _seed_everything(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> torch.Generator:
@@ -181,7 +186,8 @@ def train(
     log = open(out / "metrics.jsonl", "a" if resume else "w") if info.main else None
     for epoch in range(start_epoch, cfg.epochs):
         source.train()
-        sums = {"J": 0.0, "J1": 0.0, "J2": 0.0, "dssim": 0.0, "dssim_max": 0.0, "param_var": 0.0, "clf_loss": 0.0}
+        sums = {"J": 0.0, "J1": 0.0, "J2": 0.0, "dssim": 0.0, "dssim_max": 0.0, "param_var": 0.0,
+                "sig_within": 0.0, "sig_between": 0.0, "clf_loss": 0.0}
         for _ in range(steps):
             if pool is None:
                 idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)

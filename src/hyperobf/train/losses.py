@@ -1,8 +1,10 @@
-"""Loss terms: imperceptibility (DSSIM from kornia's SSIM, PSNR), diversity J2, total J (Eq. 4.4)."""
+"""Loss terms: imperceptibility (DSSIM from kornia's SSIM, PSNR), diversity J2, total J (Eq. 4.4), and the
+optional per-user signature term on the perturbations themselves."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from kornia.metrics import ssim as kornia_ssim
 
 
@@ -31,3 +33,29 @@ def diversity_loss(param_var: torch.Tensor) -> torch.Tensor:
 def total_loss(j1: torch.Tensor, j2: torch.Tensor, lambda_div: float, alpha: float) -> torch.Tensor:
     """J = λ_div · max(J1 − α, 0) + J2 (Eq. 4.4)."""
     return lambda_div * torch.relu(j1 - alpha) + j2
+
+
+def signature_terms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much each net's δ is its user's own signature. delta: (n, b, 3, H, W), net i's δ on b faces of
+    its pseudo-user.
+
+    Returns (within, between): within = mean cos(δ_i(x), δ_i(x')) over the two faces x ≠ x' of one user (1: the
+    user's photos carry one consistent pattern, the class-wise noise of "unlearnable examples"); between = mean
+    cos²(δ_i(x), δ_j(x')) over two users i ≠ j (0: unrelated patterns; what J2's weight variance does not see:
+    nets with different weights can output the same δ, :mod:`.diversity`). Cheap: one (n·b)² Gram matrix of the
+    δ already computed, no extra MaskNet pass.
+    """
+    n, b = delta.shape[:2]
+    u = F.normalize(delta.flatten(2).float(), dim=2).flatten(0, 1)  # (n·b, D), unit norm
+    g = u @ u.T  # (n·b, n·b) cosines
+    user = torch.arange(n, device=delta.device).repeat_interleave(b)
+    same = user[:, None] == user[None, :]
+    eye = torch.eye(n * b, dtype=torch.bool, device=delta.device)
+    within = g[same & ~eye].mean() if b > 1 else g.new_ones(())
+    between = g[~same].pow(2).mean() if n > 1 else g.new_zeros(())
+    return within, between
+
+
+def signature_loss(within: torch.Tensor, between: torch.Tensor) -> torch.Tensor:
+    """(1 − within) + between: a consistent pattern per user, unrelated across users (0 at best, 2 at worst)."""
+    return (1.0 - within) + between
