@@ -7,7 +7,9 @@ import errno
 import json
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from hyperobf.cli import app
@@ -180,5 +182,16 @@ def test_export_warns_when_users_nets_perturb_alike(tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     assert "100% of 3 pairs identical at 8 bits" in r.output
     assert "warning: 100% of the checked user pairs got the same perturbation" in r.output
+    # ... into every model's protection record, and `protect` tells the user
+    from hyperobf.device_runtime import load_model
+
+    model = sorted((tmp_path / "e").rglob("*.onnx"))[0]
+    alike = load_model(model).protection["alike"]
+    assert alike["identical_pairs"] == 1.0 and alike["nets"] == 3 and alike["source"] == "hyperobf export"
+    photo = tmp_path / "me.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(photo)
+    r = CliRunner().invoke(app, ["protect", str(photo), "--model", str(model), "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert "warning: this HyperNet's nets perturb faces alike for different users (δ cos 1.00; 100% of 3" in r.output
     r = _export("--checkpoint", str(one), "--users", "3", "--verify", "none", "--out", str(tmp_path / "n"))
     assert r.exit_code == 0 and "users' nets" not in r.output  # nothing run, nothing claimed

@@ -412,3 +412,36 @@ def test_frontier_select_ranks_nets_on_holdout_users_only(tmp_path):
     assert r.output.strip().endswith("chosen: b.pt")
     r = CliRunner().invoke(app, ["eval", "frontier-select", str(path), "--attacker", "dlib/query"])
     assert r.exit_code == 1 and "no net row" in r.output
+
+
+def test_record_skips_a_checkpoint_that_is_gone_and_keeps_the_others(tmp_path, tiny_checkpoint):
+    """Joining an older run whose checkpoint no longer exists records the nets that are here, not a traceback."""
+    from hyperobf.eval.frontier_record import record_nets
+
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(tiny_checkpoint.read_bytes())
+    gone = tmp_path / "gone" / "checkpoint.pt"
+    rows = [{"protector": f"net:{n}", "rho": 0.025, "checkpoint": str(p), "dssim_max": 0.02, "acc": {"mfn/query": 0.5}}
+            for n, p in (("gone", gone), ("here", ck))]
+    run = _run({"mfn/query": 1.0}, rows)
+    run.update(command="c", test_per_target=[5] * 10, split=dict(run["split"], faces_root="/f"))
+    lines = record_nets(run, tmp_path, "c")
+    assert lines[0] == f"not recorded: {gone} is absent (1 measurements stay in the table only)"
+    assert lines[1].startswith("recorded 1 measurements in " + str(ck))
+
+
+def test_record_writes_how_alike_the_users_nets_are(tmp_path, tiny_checkpoint):
+    """The as-issued row's between-users similarity goes into the record; alike nets get a warning line."""
+    from hyperobf.eval.frontier_record import record_nets
+    from hyperobf.train.checkpoint import load_checkpoint
+
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(tiny_checkpoint.read_bytes())
+    row = {"protector": "net:t", "rho": None, "checkpoint": str(ck), "dssim_max": 0.02, "acc": {"mfn/query": 0.5},
+           "between_users": {"delta_cos": 1.0, "identical_pairs": 0.8, "nets": 10, "param_var": 0.03}}
+    run = _run({"mfn/query": 1.0}, [row])
+    run.update(command="c", test_per_target=[5] * 10, split=dict(run["split"], faces_root="/f"))
+    lines = record_nets(run, tmp_path, "c")
+    assert lines[0].startswith("recorded 1 measurements") and lines[1].startswith("warning: this HyperNet's nets")
+    alike = load_checkpoint(ck).payload["protection"]["alike"]
+    assert alike["identical_pairs"] == 0.8 and alike["source"] == "eval frontier" and "each user's net" in alike["data"]

@@ -41,8 +41,24 @@ def test_status_and_warning_lines():
     assert protection.warning_line(strong) is None
 
 
+def test_alike_measurement_is_kept_replaced_and_warned_about():
+    assert protection.alike_line(None) is None
+    rec = protection.with_alike(None, {"delta_cos": 0.27, "identical_pairs": 0.0, "nets": 10}, "faces", "test")
+    assert rec["entries"] == [] and protection.alike_line(rec) is None  # different nets: nothing to warn of
+    assert protection.status_line(rec).startswith("protection not measured")  # no attack measured yet
+    rec = protection.merge(rec, [_entry("a", 0.2)])
+    assert rec["alike"]["delta_cos"] == 0.27  # a new attack keeps the alike measurement
+    same = protection.with_alike(rec, {"delta_cos": 1.0, "identical_pairs": 0.8, "nets": 10}, "celeba", "test")
+    assert len(same["entries"]) == 1 and same["alike"]["identical_pairs"] == 0.8
+    line = protection.alike_line(same)
+    assert line.startswith("warning: this HyperNet's nets perturb faces alike") and "80% of 45 user pairs" in line
+    close = protection.with_alike(None, {"delta_cos": 0.95, "identical_pairs": 0.0, "nets": 4}, "f", "t")
+    assert protection.alike_line(close)  # no identical pair, but one perturbation to an attacker
+
+
 @pytest.mark.parametrize("bad", [{"version": 99, "entries": []}, {"version": 1}, {"version": 1, "entries": [{}]},
-                                 {"version": 1, "entries": [{"attacker": "a", "protocol": "p", "data": "d"}]}])
+                                 {"version": 1, "entries": [{"attacker": "a", "protocol": "p", "data": "d"}]},
+                                 {"version": 1, "entries": [], "alike": {"delta_cos": 1.0}}])
 def test_malformed_record_is_refused(bad):
     with pytest.raises(protection.RecordError):
         protection.validate(bad)

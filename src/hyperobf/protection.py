@@ -5,7 +5,9 @@ One record per checkpoint, the single place every measurement of protection land
 ``hyperobf export`` and the PSP copy it into every model's metadata (``hyperobf.protection``),
 and ``hyperobf protect`` prints one line from it (or "protection not measured") plus a warning
 when a measured attacker still identifies more than half of the protected photos — both from the
-entries measured under the budget preset the photos are protected with, when there are any.
+entries measured under the budget preset the photos are protected with, when there are any — and a
+warning when the HyperNet's users' nets were measured to perturb faces alike (``alike``: then a user's
+"own" net is everyone's, and an attacker who holds one can learn to undo the others).
 Pure Python (no torch): the device runtime imports this module.
 
 Record (JSON)::
@@ -13,7 +15,13 @@ Record (JSON)::
     {"version": 1, "updated": "2026-11-29T03:00:00Z", "preset": null,
      "entries": [{"attacker": "mobilefacenet", "protocol": "...", "data": "...",
                   "acc_clean": 1.0, "acc_protected": 0.911, "dssim_mean": 0.0072, "dssim_max": 0.015,
-                  "queries": 281, "identities": 24, "date": "...", "command": "hyperobf ..."}]}
+                  "queries": 281, "identities": 24, "date": "...", "command": "hyperobf ..."}],
+     "alike": {"delta_cos": 0.27, "identical_pairs": 0.24, "nets": 10, "data": "...", "date": "...",
+               "source": "eval frontier"}}
+
+``alike`` (optional) is how alike the users' nets perturb the same faces (:mod:`hyperobf.eval.alike`):
+delta_cos, the mean cosine between two users' δ on the same face (1: one perturbation for everyone),
+identical_pairs, the share of user pairs whose δ are identical at 8 bits; the newest measurement replaces it.
 
 An entry is keyed by (attacker, protocol, data, preset): a new measurement replaces the old one.
 Entries with a ``preset`` were measured under that preset's budget (:mod:`hyperobf.presets`);
@@ -27,6 +35,7 @@ from typing import Any
 
 RECORD_VERSION = 1
 FAILS_ABOVE = 0.5  # an attacker that still identifies more than this share: the photos are not protected
+ALIKE_ABOVE = 0.9  # users' nets whose δ have a higher mean cosine are, to an attacker, one net
 _KEY = ("attacker", "protocol", "data")
 _NUMBERS = ("acc_clean", "acc_protected", "dssim_mean", "dssim_max")
 
@@ -63,6 +72,10 @@ def validate(record: Any) -> dict | None:
             raise RecordError("protection record entry lacks attacker/protocol/data")
         if any(not isinstance(e.get(k), (int, float)) for k in _NUMBERS):
             raise RecordError(f"protection record entry for {e['attacker']} lacks its numbers")
+    alike = record.get("alike")
+    if alike is not None and (not isinstance(alike, dict) or any(
+            not isinstance(alike.get(k), (int, float)) for k in ("delta_cos", "identical_pairs", "nets"))):
+        raise RecordError("protection record's alike measurement lacks its numbers")
     return record
 
 
@@ -80,7 +93,30 @@ def merge(record: dict | None, entries: list[dict], preset: str | None = None) -
            "entries": kept + list(entries)}
     if preset is not None:
         out["preset"] = preset
+    if (record or {}).get("alike") is not None:
+        out["alike"] = record["alike"]
     return out
+
+
+def with_alike(record: dict | None, similarity: dict, data: str, source: str) -> dict:
+    """``record`` (or a new one without entries) with its ``alike`` measurement replaced by ``similarity``
+    ({delta_cos, identical_pairs, nets}: :func:`hyperobf.train.diversity.output_similarity`) measured on ``data``."""
+    out = merge(record, [])
+    out["alike"] = {"delta_cos": float(similarity["delta_cos"]), "identical_pairs": float(similarity["identical_pairs"]),
+                    "nets": int(similarity["nets"]), "data": data, "date": now(), "source": source}
+    return out
+
+
+def alike_line(record: dict | None) -> str | None:
+    """A warning when the record says the users' nets perturb faces alike (any pair identical at 8 bits, or a
+    mean δ cosine above ALIKE_ABOVE); None when they differ or nobody measured it."""
+    a = (validate(record) or {}).get("alike")
+    if not a or (a["identical_pairs"] <= 0 and a["delta_cos"] <= ALIKE_ABOVE):
+        return None
+    pairs = a["nets"] * (a["nets"] - 1) // 2
+    return (f"warning: this HyperNet's nets perturb faces alike for different users (δ cos {a['delta_cos']:.2f}; "
+            f"{a['identical_pairs']:.0%} of {pairs} user pairs identical; {a.get('data', '?')}, "
+            f"{str(a.get('date', '?'))[:10]}): an attacker holding another user's net can learn to undo yours")
 
 
 def select(record: dict | None, preset: str | None = None, rho: float | None = None) -> tuple[list[dict], bool]:

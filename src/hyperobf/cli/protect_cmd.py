@@ -80,7 +80,7 @@ def protect(
     from ..device_runtime.model import ModelError, load_model
     from ..device_runtime.protect import ProtectOptions
     from ..device_runtime.session import SessionConfig
-    from ..protection import status_line, warning_line
+    from ..protection import alike_line, status_line, warning_line
 
     with errors_as_one_line(ValueError):
         write = WriteOptions(out, fmt, quality, keep_metadata, max_pixels or DEFAULT_MAX_PIXELS, overwrite)
@@ -119,9 +119,9 @@ def protect(
     # what was measured under this budget (a preset, or a ρ that is none's), or that nothing was
     custom = options.rho if options.preset is None else None
     print(status_line(net.protection, options.preset, custom))
-    warn = warning_line(net.protection, options.preset, custom)
-    if warn:
-        print(warn)
+    for warn in (warning_line(net.protection, options.preset, custom), alike_line(net.protection)):
+        if warn:
+            print(warn)
     if any(r.status == FAILED for r in results):
         raise typer.Exit(1)
 

@@ -23,9 +23,7 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
     from ..protection import entry
 
     clean = next(r for r in result["rows"] if r["protector"] == "clean")
-    data = (f"{Path(result['split']['faces_root']).name}/{result['split']['fr_source']} split seed "
-            f"{result['split']['seed']}: {result['targets']} users x {result['uploads_per_target']} uploads, "
-            f"{result['distractors']} distractors")
+    data = _data(result)
     out = []
     recipe = " ".join(f"{k}={v}" for k, v in sorted((result.get("scale_overrides") or {}).items()) if k.startswith("fr_"))
     for key, s in row["acc"].items():
@@ -52,6 +50,13 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
     return out
 
 
+def _data(result: dict) -> str:
+    """The split a frontier measured on, in words."""
+    return (f"{Path(result['split']['faces_root']).name}/{result['split']['fr_source']} split seed "
+            f"{result['split']['seed']}: {result['targets']} users x {result['uploads_per_target']} uploads, "
+            f"{result['distractors']} distractors")
+
+
 def _command_of(result: dict, source: str | None, command: str) -> str:
     """The command of the joined run ``source`` (``command`` when None or unknown)."""
     return next((i["command"] for i in result.get("included", []) if i["source"] == source and i.get("command")),
@@ -65,7 +70,7 @@ def row_command(result: dict, row: dict, command: str) -> str:
 
 def record_nets(result: dict, faces: Path, command: str) -> list[str]:
     """Write the as-issued and preset rows into their checkpoints; returns one line per checkpoint."""
-    from ..protection import status_line
+    from ..protection import alike_line, status_line
     from ..train.checkpoint import record_protection
 
     from ..presets import preset_for
@@ -74,17 +79,26 @@ def record_nets(result: dict, faces: Path, command: str) -> list[str]:
     if is_holdout(result):  # validation users: for choosing nets, not what a user is told
         return ["not recorded: measured on held-out validation users (--holdout-users)"]
     per_checkpoint: dict[str, list[dict]] = {}
+    alike: dict[str, tuple[dict, str, str]] = {}
     for row in result["rows"]:
         if not row.get("checkpoint") or not row["protector"].startswith("net:") or row.get("filled"):
             continue
         if row["rho"] is None:  # as issued: no budget enforced
             per_checkpoint.setdefault(row["checkpoint"], []).extend(
                 entries_for(result, row, faces, row_command(result, row, command)))
+            if row.get("between_users"):  # each target user's net on the same uploads (Frontier.net_similarity)
+                alike[row["checkpoint"]] = (row["between_users"], f"{_data(result)}, each user's net on the "
+                                            "same uploads", "eval frontier")
         elif preset_for(row["rho"]):  # under a preset's budget: what `protect --preset` ships
             per_checkpoint.setdefault(row["checkpoint"], []).extend(
                 entries_for(result, row, faces, row_command(result, row, command), preset_for(row["rho"])))
     lines = []
     for ck, entries in per_checkpoint.items():
-        rec = record_protection(ck, entries)
+        if not Path(ck).is_file():  # a run joined from another machine or an earlier checkout: its file is gone
+            lines.append(f"not recorded: {ck} is absent ({len(entries)} measurements stay in the table only)")
+            continue
+        rec = record_protection(ck, entries, alike=alike.get(ck))
         lines.append(f"recorded {len(entries)} measurements in {ck}: {status_line(rec)}")
+        if alike_line(rec):
+            lines.append(alike_line(rec))
     return lines

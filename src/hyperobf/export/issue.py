@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..model_meta import build_metadata
+from ..protection import with_alike
 from ..train.checkpoint import Loaded
 from .errors import ExportError
 from .manifest import MANIFEST, manifest_rows, write_manifest, write_seeds
@@ -100,15 +101,14 @@ def _inputs(plan: IssuePlan, given: np.ndarray | VerifyInputs | None, faces: str
     return make_inputs(plan.loaded.spec, plan.shape, faces) if plan.verify != "none" else None
 
 
-def _templates(plan: IssuePlan) -> tuple[dict[Job, object], dict[Job, dict]]:
+def _templates(plan: IssuePlan, protection: dict | None) -> tuple[dict[Job, object], dict[Job, dict]]:
     """Each job's template (self-checked by the registry) and, when verifying, its format's
     once-per-template report (e.g. ONNX: onnx.checker and the mobile usability checker)."""
     loaded = plan.loaded
     templates, checks = {}, {}
     for j in plan.jobs:
         meta = build_metadata(loaded.spec, "", loaded.sha256, method=loaded.config.method, shape=plan.shape,
-                              precision=j.precision, protection=loaded.payload.get("protection"),
-                              model_format=j.row.name)
+                              precision=j.precision, protection=protection, model_format=j.row.name)
         templates[j] = make_template(j.row, loaded.spec, plan.shape, meta, j.precision)
         checks[j] = verify_template(j.row, templates[j], plan.shape) if plan.verify != "none" else {}
     return templates, checks
@@ -127,12 +127,17 @@ def _run(plan: IssuePlan, inputs: VerifyInputs | None, progress: Callable[[int, 
         staging.check_free([n for j in plan.jobs for n in plan.names[j]] + [MANIFEST])
         z = secure_normal(plan.n_users, plan.loaded.source.z_dim)  # (n, z_dim) from os.urandom
         ids = [new_model_id() for _ in range(plan.n_users)]
+        # measured before writing, so that every model's record says whether its users' nets perturb alike
+        alike = _alike(plan, z, inputs)
+        protection = plan.loaded.payload.get("protection")
+        if alike:
+            protection = with_alike(protection, alike, f"{inputs.faces_source}, first {alike['nets']} users of this "
+                                    "export", "hyperobf export")
         t = time.perf_counter()
-        templates, checks = _templates(plan)
+        templates, checks = _templates(plan, protection)
         seconds["templates"] = time.perf_counter() - t
         pipeline = ChunkPipeline(plan, templates, staging, inputs, seconds)
         pipeline.run(z, ids, progress)
-        alike = _alike(plan, z, inputs)
         write_manifest(staging.path(MANIFEST), manifest_rows(plan, ids, pipeline.results))
         if plan.seeds is not None:
             seeds_tmp = write_seeds(plan.seeds, plan.users, ids, z)

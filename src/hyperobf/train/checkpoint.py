@@ -80,19 +80,25 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Loaded:
     return Loaded(spec, cfg, source, payload, file_sha256(path))
 
 
-def record_protection(path: str | Path, entries: list[dict], preset: str | None = None) -> dict:
+def record_protection(path: str | Path, entries: list[dict], preset: str | None = None,
+                      alike: tuple[dict, str, str] | None = None) -> dict:
     """Add measured attacks to the checkpoint's protection record (rewritten atomically); returns it.
+
+    ``alike``: (similarity, data, source) — how alike the users' nets perturb faces, replacing the record's
+    (:func:`hyperobf.protection.with_alike`).
 
     The training loop writes a fresh payload every epoch without a record: a net trained further
     is a new net, and its protection has to be measured again.
     """
-    from ..protection import merge
+    from ..protection import merge, with_alike
 
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=False)  # RNG states stay CPU tensors
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"not a HyperObf checkpoint: {path}")
     payload["protection"] = merge(payload.get("protection"), entries, preset)
+    if alike is not None:
+        payload["protection"] = with_alike(payload["protection"], *alike)
     atomic_torch_save(payload, path)
     return payload["protection"]
 
