@@ -126,9 +126,14 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     dssims = {round(e["dssim_mean"], 9) for e in entries["entries"]}
     # ρ 0.007 is the low preset's budget: the net's row is recorded, the filled row (not what ships) is not
     assert round(plain["dssim_mean"], 9) in dssims and round(filled["dssim_mean"], 9) not in dssims
+    assert entries["alike"]["nets"] == res["targets"] and entries["alike"]["source"] == "eval frontier"
     assert len((tmp_path / "f" / "rows.jsonl").read_text().splitlines()) == len(res["rows"])  # the per-row log
-    inverted = [row for row in res["rows"] if row["protector"].endswith("inverted (1 held)")]
+    inverted = [row for row in res["rows"] if row["protector"].endswith("inverted (1 held)")
+                and row["protector"].startswith("net:")]
     assert len(inverted) == 1 and inverted[0]["held_nets"] == 1 and "resnet18-scratch/gallery" in inverted[0]["acc"]
+    # E3 for the hybrid: the attacker's held net runs with the same device steps
+    hyb = [row for row in res["rows"] if row["protector"].startswith("hybrid:") and " inverted (1 held)" in row["protector"]]
+    assert len(hyb) == 1 and hyb[0]["k"] == 1 and hyb[0]["refine_embedder"] == "dlib" and hyb[0]["held_nets"] == 1
     assert len(inverted[0]["held_cos"]) == res["targets"] and all(-1.0 <= c <= 1.0 for c in inverted[0]["held_cos"])
     assert "Users whose very perturbation the attacker holds" in (tmp_path / "f" / "report.md").read_text()
     assert all(row["dssim_max"] <= 0.007 for row in res["rows"] if row["rho"])
@@ -445,3 +450,28 @@ def test_record_writes_how_alike_the_users_nets_are(tmp_path, tiny_checkpoint):
     assert lines[0].startswith("recorded 1 measurements") and lines[1].startswith("warning: this HyperNet's nets")
     alike = load_checkpoint(ck).payload["protection"]["alike"]
     assert alike["identical_pairs"] == 0.8 and alike["source"] == "eval frontier" and "each user's net" in alike["data"]
+
+
+def test_the_attackers_accounts_can_be_drawn_again():
+    """--scale-set inv_draw=k: other accounts (other held nets) for the inversion rows; draw 0 = earlier runs'."""
+    from hyperobf.eval.frontier_inversion import _held_latents
+
+    first = _held_latents(8, 3, 0)
+    assert torch.equal(first, torch.randn(3, 8, generator=torch.Generator().manual_seed(977)))
+    assert torch.equal(first, _held_latents(8, 3, 0, 0)) and not torch.allclose(first, _held_latents(8, 3, 0, 1))
+
+
+def test_the_hybrids_attacker_refines_its_held_nets_output_as_the_device_does(tiny_checkpoint):
+    """invnet._perturb runs ``refine`` (x, δ₀) -> δ after the held nets, before the budget rule."""
+    from hyperobf.eval.invnet import _perturb
+    from hyperobf.train.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    params = loaded.source.issue(torch.randn(2, loaded.source.z_dim, generator=torch.Generator().manual_seed(0)))
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain, _ = _perturb(loaded.spec, params, x, torch.Generator().manual_seed(2))
+        nothing, _ = _perturb(loaded.spec, params, x, torch.Generator().manual_seed(2), refine=lambda x, d: d * 0)
+        doubled, _ = _perturb(loaded.spec, params, x, torch.Generator().manual_seed(2), refine=lambda x, d: 2 * d)
+    assert not torch.equal(plain, x) and torch.equal(nothing, x)
+    assert torch.allclose(doubled, (x + 2 * (plain - x)).clamp(0, 1), atol=1e-6)

@@ -156,7 +156,7 @@ def frontier(
     counters: Annotated[str, typer.Option(help="Counters the embedders' attackers also apply to the protected uploads first, comma-separated: jpeg75, resize50, gray+jpeg10, blur (or 'none').")] = "none",
     resnet_counters: Annotated[str, typer.Option(help="One ResNet attacker per entry, comma-separated: none (plain) or a counter name (it squeezes every image it trains and queries on through it, e.g. gray+jpeg10); each costs a ResNet training per row.")] = "none",
     scale_set: Annotated[Optional[list[str]], typer.Option("--scale-set", help="Override a setting of the scale, key=value (repeatable), e.g. fr_epochs=30 fr_onecycle=true fr_shift=8 (a stronger ResNet attacker); recorded in the result.")] = None,
-    inversion: Annotated[str, typer.Option(help="Inversion attacker (E3/E4): how many nets of the same HyperNet it holds, comma-separated, e.g. 1,2,3 (or 'none'); at the ResNets' budgets.")] = "none",
+    inversion: Annotated[str, typer.Option(help="Inversion attacker (E3/E4): how many nets of the same HyperNet it holds, comma-separated, e.g. 1,2,3 (or 'none'); at the ResNets' budgets; with --hybrid-k K > 0 also for the hybrid (the held nets run with the same K device steps).")] = "none",
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write each net's as-issued numbers into its checkpoint's protection record.")] = True,
     faces: Annotated[Optional[Path], typer.Option(help="Faces root (default ../shared/data/faces).", file_okay=False)] = None,
     models: Annotated[Optional[Path], typer.Option(help="Models root (default ../shared/models).", file_okay=False)] = None,

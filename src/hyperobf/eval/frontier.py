@@ -12,7 +12,8 @@ Protectors (the ``protector`` field; ``method`` stays the PSP's training source)
 * ``hybrid:<name> K=k`` — the user's net gives δ₀, then k signed-gradient steps against the
   refinement embedder (the one that could ship on the device), under the budget rule.
 * ``net:<name> inverted (n held)`` (``--inversion``) — the net's uploads after the attacker's InvNet,
-  trained on n nets of the same HyperNet that it holds (:mod:`.frontier_inversion`; E3/E4).
+  trained on n nets of the same HyperNet that it holds (:mod:`.frontier_inversion`; E3/E4); with hybrid
+  K > 0 also ``hybrid:<name> K=k inverted (n held)``: the attacker's held nets run with the same K steps.
 
 Data: the evaluation's CelebA split (targets, distractors; :mod:`.splits`). Each target uploads
 ``uploads`` protected photos and keeps its clean test photos. Attackers and protocols:
@@ -244,19 +245,32 @@ class Frontier:
                                         cfg.seed, log=self.log)
         return list(prot.split(sizes)), hist
 
-    def hybrid(self, deltas: list[torch.Tensor], rho_pixel: float) -> dict[int, list[torch.Tensor]]:
-        """{K: δ per user} after K refinement steps from the nets' δ₀ (budget rule applied later): the
-        device's own step (:func:`hyperobf.refine.step.refine_torch`, the graph the ONNX step is traced
-        from) against the embedder the device would bundle."""
+    def _device_embedder(self):
+        """The embedder the device would bundle (``hybrid_embedder``), loaded once, for gradients."""
         from ..refine.embedders import load_refine_embedder
-        from ..refine.step import refine_torch
 
         cfg = self.cfg
         if cfg.hybrid_embedder not in self._grad_embedders:
             self._grad_embedders[cfg.hybrid_embedder] = load_refine_embedder(
                 cfg.hybrid_embedder if cfg.hybrid_embedder == "dlib" else self.ctx.models_root / "mobilefacenet.onnx",
                 self.ctx.models_root)
-        phi = self._grad_embedders[cfg.hybrid_embedder]
+        return self._grad_embedders[cfg.hybrid_embedder]
+
+    def refiner(self, k: int, rho_pixel: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """(x, δ₀) -> δ after the device's K steps: what an attacker's copy of the tool does after its nets."""
+        from ..refine.step import refine_torch
+
+        phi = self._device_embedder()
+        return lambda x, d: refine_torch(phi, x, d, k, self.cfg.hybrid_step, rho_pixel)
+
+    def hybrid(self, deltas: list[torch.Tensor], rho_pixel: float) -> dict[int, list[torch.Tensor]]:
+        """{K: δ per user} after K refinement steps from the nets' δ₀ (budget rule applied later): the
+        device's own step (:func:`hyperobf.refine.step.refine_torch`, the graph the ONNX step is traced
+        from) against the embedder the device would bundle."""
+        from ..refine.step import refine_torch
+
+        cfg = self.cfg
+        phi = self._device_embedder()
         x = [u.float() / 255.0 for u in self.uploads]
         sizes = [len(v) for v in x]
         xs, delta, done, out = torch.cat(x), torch.cat(deltas), 0, {}
@@ -323,7 +337,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
                 add(f"net:{name} filled ×{cfg.fill_budget:g}", rho, filled, time.perf_counter() - t, checkpoint=str(ck),
                     filled=cfg.fill_budget)  # not what the device ships: frontier_record skips it
             if cfg.inversion and (not cfg.resnet_rhos or rho in cfg.resnet_rhos):
-                for protector, restored, secs, extra in inversion_rows(fr, ck, name, rho, own, cfg.inversion):
+                for protector, restored, secs, extra in inversion_rows(fr, ck, f"net:{name}", rho, own, cfg.inversion):
                     add(protector, rho, restored, secs, **extra)
             if cfg.hybrid_k and any(k > 0 for k in cfg.hybrid_k):
                 if name not in hybrid_cache:  # the steps do not depend on ρ: computed once, fitted per ρ
@@ -333,8 +347,13 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
                 for k in sorted(snaps):
                     if k == 0:
                         continue
-                    add(f"hybrid:{name} K={k}", rho, [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, snaps[k])],
-                        secs, refine_embedder=cfg.hybrid_embedder, k=k, step=cfg.hybrid_step)
+                    mine = [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, snaps[k])]
+                    add(f"hybrid:{name} K={k}", rho, mine, secs, refine_embedder=cfg.hybrid_embedder, k=k,
+                        step=cfg.hybrid_step)
+                    if cfg.inversion and (not cfg.resnet_rhos or rho in cfg.resnet_rhos):  # E3/E4 for the hybrid
+                        for protector, restored, secs_inv, extra in inversion_rows(
+                                fr, ck, f"hybrid:{name} K={k}", rho, mine, cfg.inversion, fr.refiner(k, rho_pixel)):
+                            add(protector, rho, restored, secs_inv, refine_embedder=cfg.hybrid_embedder, k=k, **extra)
         for mode in cfg.limit_modes:
             t = time.perf_counter()
             prot, hist = fr.limit(rho, mode)

@@ -38,7 +38,8 @@ def entries_for(result: dict, row: dict, faces: Path, command: str, preset: str 
             attacker += f" with every image through {counter}"
         if row.get("held_nets"):
             attacker += f" after an InvNet of {row['held_nets']} held net(s)" + (
-                f" (identity start, {row['invnet_epochs']} epochs)" if row.get("invnet_identity_start") else "")
+                f" (identity start, {row['invnet_epochs']} epochs)" if row.get("invnet_identity_start") else "") + (
+                f" (accounts' draw {row['held_draw']})" if row.get("held_draw") else "")
         n_q = (result["uploads_per_target"] if protocol == "query" else sum(result["test_per_target"]))
         if key not in clean["acc"]:
             continue  # no clean level for it (a run whose --resnet-on left the ResNets off its clean row)

@@ -16,6 +16,7 @@ amplitude a, which a few epochs do not undo: the stronger attacker).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,8 @@ from torch import nn
 from ..models.masknet import apply_batched
 from ..spec import MaskNetSpec
 from .limit import fit_budget
+
+Refine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, δ₀) (B, 3, H, W) each -> δ after refinement
 
 
 class InvNet(nn.Module):
@@ -63,8 +66,9 @@ class InvNet(nn.Module):
 
 
 def _perturb(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor, gen: torch.Generator,
-             budget: tuple[float, float] | None = None) -> torch.Tensor:
-    """Each image of x (B, 3, H, W) through one of the n held nets (balanced, shuffled); with
+             budget: tuple[float, float] | None = None, refine: Refine | None = None) -> torch.Tensor:
+    """Each image of x (B, 3, H, W) through one of the n held nets (balanced, shuffled); ``refine`` (x, δ₀) -> δ:
+    the device's refinement steps after the net (the hybrid), as the attacker's copy of the tool runs them; with
     ``budget`` = (ρ, ρ_pixel) under the device's budget rule, as the attacker's copy of the tool does."""
     n = next(iter(params.values())).shape[0]
     b = x.shape[0] - x.shape[0] % n
@@ -73,15 +77,19 @@ def _perturb(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor
     y = apply_batched(spec, params, x[perm].view(n, b // n, *x.shape[1:])).flatten(0, 1)
     out = torch.empty_like(y)
     out[perm] = y
+    if refine is not None:
+        out = (x + refine(x, out - x)).clamp(0.0, 1.0)
     if budget is not None:
         out = fit_budget(x, out - x, *budget)
     return out, x
 
 
 def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch.Tensor, scale,
-                 device: torch.device, seed: int, budget: tuple[float, float] | None = None) -> InvNet:
+                 device: torch.device, seed: int, budget: tuple[float, float] | None = None,
+                 refine: Refine | None = None) -> InvNet:
     """Train an InvNet on public faces (N, 3, S, S) uint8 perturbed by the held nets {name: (n, ...)}
-    (under the budget rule (ρ, ρ_pixel) when ``budget`` is given)."""
+    (then refined by ``refine`` when given: the hybrid; under the budget rule (ρ, ρ_pixel) when ``budget``
+    is given)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     held = {k: v.detach().to(device) for k, v in held.items()}
@@ -89,7 +97,7 @@ def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch
     with torch.no_grad():  # the attacker measures its nets' perturbation size by running them
         probe = public[:64].to(device).float() / 255.0
         probe = probe.repeat(math.ceil(n / len(probe)), 1, 1, 1)
-        y, x = _perturb(spec, held, probe, gen, budget)
+        y, x = _perturb(spec, held, probe, gen, budget, refine)
         amp = max(2.0 * float((y - x).abs().max()), 1e-3)
     net = InvNet(spec, amp, scale.inv_identity_start).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=scale.inv_lr)
@@ -105,7 +113,7 @@ def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch
             if len(idx) < n:
                 continue
             with torch.no_grad():
-                xp, x = _perturb(spec, held, pub[idx].float() / 255.0, gen, budget)
+                xp, x = _perturb(spec, held, pub[idx].float() / 255.0, gen, budget, refine)
             loss = F.l1_loss(net(xp), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()

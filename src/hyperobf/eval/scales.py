@@ -44,6 +44,9 @@ class EvalScale:
     inv_batch: int = 64
     inv_lr: float = 2e-3
     inv_identity_start: bool = False  # zero last layer: the untrained InvNet returns its input (thesis: random)
+    # which draw of the attacker's own accounts (the z of its held nets) the frontier's inversion rows use; the
+    # rows depend on it (an account may draw a net that perturbs like a target's): measure several, 0 = the first
+    inv_draw: int = 0
     # --- experiments -----------------------------------------------------------------------
     mix_nets: int = 10  # E3: nets per method (thesis: 10x10)
     mix_users: int = 5  # E3/E5: target users of the mix matrices
