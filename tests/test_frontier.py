@@ -136,7 +136,8 @@ def test_frontier_command_on_real_faces(tmp_path, tiny_checkpoint):
     assert len(hyb) == 1 and hyb[0]["k"] == 1 and hyb[0]["refine_embedder"] == "dlib" and hyb[0]["held_nets"] == 1
     assert len(inverted[0]["held_cos"]) == res["targets"] and all(-1.0 <= c <= 1.0 for c in inverted[0]["held_cos"])
     assert "Users whose very perturbation the attacker holds" in (tmp_path / "f" / "report.md").read_text()
-    assert all(row["dssim_max"] <= 0.007 for row in res["rows"] if row["rho"])
+    # the budget binds what the protector writes; an InvNet's restored uploads are the attacker's, not bound by it
+    assert all(row["dssim_max"] <= 0.007 for row in res["rows"] if row["rho"] and not row.get("held_nets"))
     assert {"mobilefacenet/query+jpeg75", "mobilefacenet/gallery+jpeg75", "resnet18-scratch/gallery"} <= set(res["attackers"])
     assert all("resnet18-scratch/gallery" in row["acc"] for row in res["rows"])  # every row without --resnet-rho
     assert "After counters" in (tmp_path / "f" / "report.md").read_text()
