@@ -131,3 +131,18 @@ def test_old_configs_are_copied_unchanged(tmp_path):
     a = TrainConfig.from_toml(dst, objective="classifier")
     b = TrainConfig.from_toml(dst, objective="adversarial")
     assert a.to_dict() == b.to_dict()
+
+
+def test_surrogate_can_learn_the_pool_users_instead_of_identities(tmp_path):
+    """surrogate_labels = "user": one class per pseudo-user (as an attacker's classes are its users)."""
+    cfg = TrainConfig(structure="tiny", objective="thesis", epochs=1, steps_per_epoch=2, batch_images=3,
+                      nets_per_step=2, pool_users=5, image_size=16, surrogate_labels="user")
+    res = train(cfg, tmp_path / "u")
+    state = torch.load(res.checkpoint, map_location="cpu", weights_only=False)
+    assert state["objective"]["clf.fc.weight"].shape[0] == 5  # pool slots, not the synthetic set's identities
+    assert res.metrics[-1]["J1"] > 0
+    ident = train(TrainConfig(**{**cfg.to_dict(), "surrogate_labels": "identity"}), tmp_path / "i")
+    assert torch.load(ident.checkpoint, map_location="cpu", weights_only=False)["objective"]["clf.fc.weight"].shape[0] != 5
+    for bad in ({"surrogate_labels": "face"}, {"objective": "adversarial"}):
+        with pytest.raises(ValueError, match="surrogate_labels"):
+            TrainConfig(**{**cfg.to_dict(), **bad}).validate()

@@ -71,6 +71,11 @@ class TrainConfig:
     # thesis objective: the surrogate trains and scores on randomly flipped faces shifted by up to this many
     # pixels, as the from-scratch ResNet attacker augments (its fr_shift: 8); 0 = as they are
     surrogate_shift: int = 0
+    # thesis objective: what the surrogate's classes are. identity = the faces' identities (a net's δ need only make
+    # its faces' identity easy: any user's net can do that the same way); user = the pool's pseudo-users, as an
+    # attacker's classes are its users (two users of one identity are told apart only by their δ: each user's δ
+    # must be its own shortcut). Needs identity-grouped batches (pool_users > 0)
+    surrogate_labels: str = "identity"
     # per-epoch evaluation on held-out faces
     eval_images: int = 64
     eval_nets: int = 4
@@ -127,6 +132,10 @@ class TrainConfig:
             raise ValueError(f"unknown feature_mode {self.feature_mode!r} (targeted | untargeted | centroid)")
         if self.objective == "feature" and self.feature_mode == "centroid" and not self.pool_users:
             raise ValueError("feature_mode 'centroid' needs identity-grouped batches: set pool_users > 0")
+        if self.surrogate_labels not in ("identity", "user"):
+            raise ValueError(f"unknown surrogate_labels {self.surrogate_labels!r} (identity | user)")
+        if self.surrogate_labels == "user" and not (self.objective == "thesis" and self.pool_users):
+            raise ValueError("surrogate_labels 'user' needs the thesis objective with identity-grouped batches (pool_users > 0)")
         if not 0 <= self.surrogate_shift < self.image_size // 2:  # reflect padding needs pad < the side
             raise ValueError(f"surrogate_shift must be in [0, {self.image_size // 2}) for {self.image_size}² faces")
         if self.pool_users < 0 or self.pool_refresh < 0 or not 0 < self.pool_refresh_fraction <= 1:

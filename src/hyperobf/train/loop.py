@@ -130,7 +130,8 @@ def train(
     train_set, hold = split_holdout(faces, cfg.holdout_fraction, cfg.seed)
     hold = hold.subset(torch.arange(min(len(hold), cfg.eval_images)))
     source = build_source(spec, cfg).to(device)
-    objective = build_objective(cfg, len(faces.classes)).to(device)
+    by_user = cfg.surrogate_labels == "user"  # the surrogate's classes: the pool's pseudo-users, not identities
+    objective = build_objective(cfg, cfg.pool_users if by_user else len(faces.classes)).to(device)
     x_all = train_set.float().to(device)
     y_all = train_set.labels.to(device)
     if hasattr(objective, "prepare"):  # feature objective: identity centroids -> anchors
@@ -193,10 +194,12 @@ def train(
                 idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)
                 params, keys = source.sample_keyed(n, gen)  # keys: what made each net (targeted objective)
             else:
-                z, idx, _ = pool.batch(n, b, gen)
+                z, idx, users = pool.batch(n, b, gen)
                 idx = idx.to(device)
                 params, keys = source.issue(z), source.key_of(z)
             x, y = x_all[idx], y_all[idx]
+            if by_user:  # (n·b,) each face labelled with its net's pool slot
+                y = users.to(device).repeat_interleave(b)
             loss, x_prot, parts = step_loss(spec, cfg, objective, params, x, y, gen, independent, autocast, keys)
             opt.zero_grad(set_to_none=True)
             loss.backward()
