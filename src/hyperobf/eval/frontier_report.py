@@ -162,6 +162,9 @@ def plot(result: dict, path: Path) -> None:
     for r in result["rows"]:
         if r["rho"] and r["protector"] != "clean":
             families.setdefault(_family(r["protector"]), []).append(r)
+    # one colour per protector in every panel; tab20 once tab10's ten colours would repeat
+    cmap = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+    colour = {fam: cmap(i % cmap.N) for i, fam in enumerate(families)}
     for ax, att in zip(axes.flat, attackers):
         for fam, rs in families.items():
             rs = sorted((r for r in rs if att in r["acc"]), key=lambda r: r["rho"])
@@ -171,7 +174,8 @@ def plot(result: dict, path: Path) -> None:
             ys = [r["acc"][att]["mean"] for r in rs]
             es = [r["acc"][att]["sd"] for r in rs]
             style = "--" if fam.startswith("limit") else ("-." if fam.startswith("hybrid") else "-")
-            ax.errorbar(xs, ys, yerr=es, fmt="o" + style, capsize=2, label=re.sub(r"^net:", "net ", fam), alpha=0.8)
+            ax.errorbar(xs, ys, yerr=es, fmt="o" + style, capsize=2, label=re.sub(r"^net:", "net ", fam), alpha=0.8,
+                        color=colour[fam])
         for r in result["rows"]:
             if r["rho"] is None and att in r["acc"]:  # nets as issued (no budget rule): single points
                 ax.plot([r["dssim_mean"]], [r["acc"][att]["mean"]], "k*", ms=9)
@@ -182,9 +186,13 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("identification")
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(attackers):]:
+    spare = list(axes.flat)[len(attackers):]
+    for ax in spare:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6, loc="lower left")
+    if spare:  # the legend in an empty panel, where it hides no point
+        spare[0].legend(*axes.flat[0].get_legend_handles_labels(), fontsize=7, loc="upper left")
+    else:
+        axes.flat[0].legend(fontsize=6, loc="lower left")
     m = result["machine"]
     fig.suptitle(f"Budget–protection frontier ({result['targets']} users; {m['processor']}, "
                  f"{m['torch_threads']} threads); * = net as issued", fontsize=9)
