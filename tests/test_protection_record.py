@@ -54,6 +54,9 @@ def test_alike_measurement_is_kept_replaced_and_warned_about():
     assert line.startswith("warning: this HyperNet's nets perturb faces alike") and "80% of 45 user pairs" in line
     close = protection.with_alike(None, {"delta_cos": 0.95, "identical_pairs": 0.0, "nets": 4}, "f", "t")
     assert protection.alike_line(close)  # no identical pair, but one perturbation to an attacker
+    most = protection.with_alike(None, {"delta_cos": 0.3, "identical_pairs": 0.0, "largest_group": 0.9, "nets": 60},
+                                 "f", "t")
+    assert "one δ for 90% of them" in protection.alike_line(most)  # a mean cosine of 0.3 hid it
 
 
 @pytest.mark.parametrize("bad", [{"version": 99, "entries": []}, {"version": 1}, {"version": 1, "entries": [{}]},

@@ -82,6 +82,16 @@ def test_match_to_held_finds_the_users_whose_net_the_attacker_holds(tiny_checkpo
     assert max(match[0], match[2]) < 1.0 - 1e-4
 
 
+def test_largest_group_counts_the_nets_that_output_one_delta():
+    from hyperobf.train.diversity import largest_group, output_similarity
+
+    g = torch.Generator().manual_seed(0)
+    common, other = torch.randn(1, 2, 3, 8, 8, generator=g), torch.randn(3, 2, 3, 8, 8, generator=g)
+    deltas = torch.cat([common.expand(5, -1, -1, -1, -1), other])  # 5 of 8 nets: one δ
+    assert output_similarity(deltas)["largest_group"] == 5 / 8
+    assert largest_group(torch.eye(4)) == 0.25  # every net its own δ
+
+
 def test_signature_terms_see_per_user_patterns():
     """within → 1 / between → 0 for one fixed pattern per user; one pattern for all users: between 1; i.i.d. noise:
     within ≈ 0. The loss is minimal only for the first."""

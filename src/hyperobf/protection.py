@@ -16,12 +16,13 @@ Record (JSON)::
      "entries": [{"attacker": "mobilefacenet", "protocol": "...", "data": "...",
                   "acc_clean": 1.0, "acc_protected": 0.911, "dssim_mean": 0.0072, "dssim_max": 0.015,
                   "queries": 281, "identities": 24, "date": "...", "command": "hyperobf ..."}],
-     "alike": {"delta_cos": 0.27, "identical_pairs": 0.24, "nets": 10, "data": "...", "date": "...",
-               "source": "eval frontier"}}
+     "alike": {"delta_cos": 0.27, "identical_pairs": 0.24, "largest_group": 0.5, "nets": 10, "data": "...",
+               "date": "...", "source": "eval frontier"}}
 
 ``alike`` (optional) is how alike the users' nets perturb the same faces (:mod:`hyperobf.eval.alike`):
 delta_cos, the mean cosine between two users' δ on the same face (1: one perturbation for everyone),
-identical_pairs, the share of user pairs whose δ are identical at 8 bits; the newest measurement replaces it.
+identical_pairs, the share of user pairs whose δ are identical at 8 bits, largest_group (when measured), the share
+of users whose nets output one δ; the newest measurement replaces it.
 
 An entry is keyed by (attacker, protocol, data, preset): a new measurement replaces the old one.
 Entries with a ``preset`` were measured under that preset's budget (:mod:`hyperobf.presets`);
@@ -104,18 +105,21 @@ def with_alike(record: dict | None, similarity: dict, data: str, source: str) ->
     out = merge(record, [])
     out["alike"] = {"delta_cos": float(similarity["delta_cos"]), "identical_pairs": float(similarity["identical_pairs"]),
                     "nets": int(similarity["nets"]), "data": data, "date": now(), "source": source}
+    if "largest_group" in similarity:
+        out["alike"]["largest_group"] = float(similarity["largest_group"])
     return out
 
 
 def alike_line(record: dict | None) -> str | None:
-    """A warning when the record says the users' nets perturb faces alike (any pair identical at 8 bits, or a
-    mean δ cosine above ALIKE_ABOVE); None when they differ or nobody measured it."""
+    """A warning when the record says the users' nets perturb faces alike (any pair identical at 8 bits, a mean δ
+    cosine above ALIKE_ABOVE, or one δ for more than half of them); None when they differ or nobody measured it."""
     a = (validate(record) or {}).get("alike")
-    if not a or (a["identical_pairs"] <= 0 and a["delta_cos"] <= ALIKE_ABOVE):
+    if not a or (a["identical_pairs"] <= 0 and a["delta_cos"] <= ALIKE_ABOVE and a.get("largest_group", 0) <= 0.5):
         return None
     pairs = a["nets"] * (a["nets"] - 1) // 2
+    group = f"; one δ for {a['largest_group']:.0%} of them" if isinstance(a.get("largest_group"), (int, float)) else ""
     return (f"warning: this HyperNet's nets perturb faces alike for different users (δ cos {a['delta_cos']:.2f}; "
-            f"{a['identical_pairs']:.0%} of {pairs} user pairs identical; {a.get('data', '?')}, "
+            f"{a['identical_pairs']:.0%} of {pairs} user pairs identical{group}; {a.get('data', '?')}, "
             f"{str(a.get('date', '?'))[:10]}): an attacker holding another user's net can learn to undo yours")
 
 

@@ -282,7 +282,7 @@ def frontier_select(
 def alike(
     checkpoints: Annotated[list[Path], typer.Argument(help="Trained checkpoint.pt files.", exists=True, dir_okay=False)],
     faces: Annotated[Path, typer.Option("--faces", help="Folder of face images (searched recursively; 112² crops).", exists=True, file_okay=False)],
-    nets: Annotated[int, typer.Option(min=2, help="Fresh users' nets issued per checkpoint.")] = 8,
+    nets: Annotated[int, typer.Option(min=2, help="Fresh users' nets issued per checkpoint (a few dozen: a HyperNet may give one δ to most users and another to a few, which 8 nets can miss).")] = 32,
     images: Annotated[int, typer.Option(min=1, help="Faces, evenly spaced over the folder's sorted files.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the users' latents.")] = 0,
 ) -> None:
@@ -300,4 +300,5 @@ def alike(
     print(f"{len(x)} faces from {faces}, {nets} nets per checkpoint (δ cos 1 and every pair identical: one "
           "perturbation for every user)")
     for ck, r in rows:
-        print(f"  {ck}: δ cos {r['delta_cos']:.3f}, identical pairs {r['identical_pairs']:.2f}, param_var {r['param_var']:.4g}")
+        print(f"  {ck}: δ cos {r['delta_cos']:.3f}, identical pairs {r['identical_pairs']:.2f}, one δ for "
+              f"{r['largest_group']:.0%} of the nets (δ cos >= 0.99), param_var {r['param_var']:.4g}")

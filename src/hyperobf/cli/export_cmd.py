@@ -103,7 +103,8 @@ def _print_report(report) -> None:
     if a:
         pairs = a["nets"] * (a["nets"] - 1) // 2
         print(f"users' nets: δ cos {a['delta_cos']:.3f} between the perturbations of {a['nets']} users on the "
-              f"verification faces; {a['identical_pairs']:.0%} of {pairs} pairs identical at 8 bits")
+              f"verification faces; {a['identical_pairs']:.0%} of {pairs} pairs identical at 8 bits; one δ for "
+              f"{a['largest_group']:.0%} of them")
         if a["identical_pairs"] > 0:
             print(f"warning: {a['identical_pairs']:.0%} of the checked user pairs got the same perturbation: to an "
                   "attacker who collects nets these are one net, not one per user (retrain, or issue from another HyperNet)")

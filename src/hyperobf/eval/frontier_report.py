@@ -121,7 +121,8 @@ def report_md(result: dict) -> str:
     lines += _listed(result, "between_users", "How alike the users' nets are (each user's net on the same uploads; "
                      "δ cos 1 and every pair identical: the HyperNet issues one perturbation to everyone, whatever its "
                      "weights):", lambda r, b: f"- {r['protector'].removesuffix(' as issued')}: δ cos "
-                     f"{b['delta_cos']:.3f}, identical pairs {b['identical_pairs']:.2f} ({b['nets']} nets)")
+                     f"{b['delta_cos']:.3f}, identical pairs {b['identical_pairs']:.2f}"
+                     + (f", one δ for {b['largest_group']:.0%}" if "largest_group" in b else "") + f" ({b['nets']} nets)")
     lines += _listed(result, "held_cos", "Users whose very perturbation the attacker holds (δ cos ≥ 0.99 between the "
                      "user's net and one of the attacker's own nets; its InvNet then learns to undo exactly it):",
                      lambda r, c: f"- {r['protector']} ρ {r['rho']:g}: {sum(v >= 0.99 for v in c)} / {len(c)} users")
