@@ -162,7 +162,7 @@ def _run(plan: IssuePlan, inputs: VerifyInputs | None, progress: Callable[[int, 
     return report
 
 
-ALIKE_USERS = 32  # users whose nets are compared (496 pairs; 8 missed a HyperNet giving one δ to 93% of users)
+ALIKE_USERS = 32  # users whose nets are compared (496 pairs; 8–10 missed a HyperNet giving one δ to 83% of users)
 
 
 def _alike(plan: IssuePlan, z: np.ndarray, inputs: VerifyInputs | None) -> dict:

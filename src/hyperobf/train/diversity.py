@@ -100,6 +100,6 @@ def largest_group(cos: torch.Tensor, at: float = SAME_DELTA) -> float:
     """Share of the n nets that output (nearly) one δ: the largest set of nets within δ cos ``at`` of one of them.
 
     cos: (n, n) δ cosines (:func:`delta_cos`). A HyperNet can issue a few distinct perturbations, one of them to
-    most users (measured: 56 of 60 users of the chosen thesis net got one δ, where 10 users showed a mean δ cos of
-    only 0.27) — what an attacker with a few accounts holds."""
+    most users (measured: 50–56 of 60 users of the chosen thesis net got one δ, where 10 users showed a mean δ cos
+    of only 0.27) — what an attacker with a few accounts holds."""
     return float((cos >= at).sum(1).max()) / cos.shape[0]
