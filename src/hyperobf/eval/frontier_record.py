@@ -100,6 +100,5 @@ def record_nets(result: dict, faces: Path, command: str) -> list[str]:
             continue
         rec = record_protection(ck, entries, alike=alike.get(ck))
         lines.append(f"recorded {len(entries)} measurements in {ck}: {status_line(rec)}")
-        if alike_line(rec):
-            lines.append(alike_line(rec))
+        lines += [w for w in (alike_line(rec),) if w]
     return lines
