@@ -326,6 +326,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
     hybrid_cache = {}
     for rho in cfg.rhos:
         log(f"rho {rho}:")
+        invert = bool(cfg.inversion) and (not cfg.resnet_rhos or rho in cfg.resnet_rhos)  # inversion rows at this ρ
         x = [u.float() / 255.0 for u in fr.uploads]
         for name, rho_pixel, deltas, ck in nets:
             t = time.perf_counter()
@@ -336,7 +337,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
                 filled = [fit_budget(xi, di, rho, rho_pixel, s_max=cfg.fill_budget) for xi, di in zip(x, deltas)]
                 add(f"net:{name} filled ×{cfg.fill_budget:g}", rho, filled, time.perf_counter() - t, checkpoint=str(ck),
                     filled=cfg.fill_budget)  # not what the device ships: frontier_record skips it
-            if cfg.inversion and (not cfg.resnet_rhos or rho in cfg.resnet_rhos):
+            if invert:
                 for protector, restored, secs, extra in inversion_rows(fr, ck, f"net:{name}", rho, own, cfg.inversion):
                     add(protector, rho, restored, secs, **extra)
             if cfg.hybrid_k and any(k > 0 for k in cfg.hybrid_k):
@@ -350,7 +351,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
                     mine = [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, snaps[k])]
                     add(f"hybrid:{name} K={k}", rho, mine, secs, refine_embedder=cfg.hybrid_embedder, k=k,
                         step=cfg.hybrid_step)
-                    if cfg.inversion and (not cfg.resnet_rhos or rho in cfg.resnet_rhos):  # E3/E4 for the hybrid
+                    if invert:  # E3/E4 for the hybrid
                         for protector, restored, secs_inv, extra in inversion_rows(
                                 fr, ck, f"hybrid:{name} K={k}", rho, mine, cfg.inversion, fr.refiner(k, rho_pixel)):
                             add(protector, rho, restored, secs_inv, refine_embedder=cfg.hybrid_embedder, k=k, **extra)

@@ -4,9 +4,10 @@ The attacker opens accounts of its own, so it holds ``n`` nets of the same Hyper
 user has), runs them under the device's budget rule on its public faces, trains an InvNet
 (protected -> original, :mod:`.invnet`) and restores each target's protected uploads before its
 recognisers see them. ``n`` = 1 is the thesis's mix-inversion cell (E3: an InvNet of another
-user's net), ``n`` = 1, 2, 3 its held-nets attack (E4). For the hybrid (net, then K device steps against
-the bundled embedder) the attacker's copy of the tool runs the same K steps after its held nets. The restored uploads go through every
-attacker of the frontier, so each row sits beside the net's own row at the same ρ.
+user's net), ``n`` = 1, 2, 3 its held-nets attack (E4). For the hybrid (net, then K device steps
+against the bundled embedder) the attacker's copy of the tool runs the same K steps after its held
+nets. The restored uploads go through every attacker of the frontier, so each row sits beside the
+net's own row at the same ρ.
 """
 
 from __future__ import annotations

@@ -123,9 +123,11 @@ def report_md(result: dict) -> str:
                      "weights):", lambda r, b: f"- {r['protector'].removesuffix(' as issued')}: δ cos "
                      f"{b['delta_cos']:.3f}, identical pairs {b['identical_pairs']:.2f}"
                      + (f", one δ for {b['largest_group']:.0%}" if "largest_group" in b else "") + f" ({b['nets']} nets)")
-    lines += _listed(result, "held_cos", "Users whose very perturbation the attacker holds (δ cos ≥ 0.99 between the "
+    from ..train.diversity import SAME_DELTA
+
+    lines += _listed(result, "held_cos", f"Users whose very perturbation the attacker holds (δ cos ≥ {SAME_DELTA:g} between the "
                      "user's net and one of the attacker's own nets; its InvNet then learns to undo exactly it):",
-                     lambda r, c: f"- {r['protector']} ρ {r['rho']:g}: {sum(v >= 0.99 for v in c)} / {len(c)} users")
+                     lambda r, c: f"- {r['protector']} ρ {r['rho']:g}: {sum(v >= SAME_DELTA for v in c)} / {len(c)} users")
     hist = [r for r in result["rows"] if r.get("history") and "steps" in r["history"][0]]
     turns = [r for r in result["rows"] if r.get("history") and "turn" in r["history"][0]]  # limit-errmin
     if hist:
