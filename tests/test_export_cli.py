@@ -181,7 +181,7 @@ def test_export_warns_when_users_nets_perturb_alike(tiny_checkpoint, tmp_path):
     r = _export("--checkpoint", str(one), "--users", "3", "--out", str(tmp_path / "e"))
     assert r.exit_code == 0, r.output
     assert "100% of 3 pairs identical at 8 bits" in r.output
-    assert "warning: 100% of the checked user pairs got the same perturbation" in r.output
+    assert "warning: this HyperNet's nets perturb faces alike for different users (δ cos 1.00; 100% of 3" in r.output
     # ... into every model's protection record, and `protect` tells the user
     from hyperobf.device_runtime import load_model
 

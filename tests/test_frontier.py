@@ -216,6 +216,11 @@ def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
     both = next(r for r in main["rows"] if (r["protector"], r["rho"]) == ("net:t", 0.025))  # measured by both runs:
     assert both["acc"]["mfn/query"]["mean"] == 1.0 and both["acc"]["resnet/gallery+gray"]["mean"] == 0.25  # own + new
     assert both["attackers_from"] == {"resnet/gallery+gray": "s.json"}
+    # how alike the users' nets are, measured only by a later run of the same row, joins the row
+    alike = {"delta_cos": 0.7, "identical_pairs": 0.6, "nets": 10}
+    merge_rows(main, _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 1.0},
+                                               "between_users": alike}]), "a.json")
+    assert both["between_users"] == alike and both["acc"]["mfn/query"]["mean"] == 1.0
     with pytest.raises(ValueError, match="protected other uploads"):  # same name, other nets: not one row
         merge_rows(main, _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.025, "dssim_mean": 0.01,
                                                    "acc": {"mfn/query": 1.0}}]), "o.json")

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..model_formats import FORMATS, PRECISIONS, SHAPES, parse_list
+from ..protection import alike_line, with_alike
 from .common import errors_as_one_line, fail, progress_bar
 
 _FORMAT_HELP = "Comma-separated formats: " + ", ".join(f"{r.name} ({r.suffix})" for r in FORMATS.values()) + "."
@@ -105,6 +106,7 @@ def _print_report(report) -> None:
         print(f"users' nets: δ cos {a['delta_cos']:.3f} between the perturbations of {a['nets']} users on the "
               f"verification faces; {a['identical_pairs']:.0%} of {pairs} pairs identical at 8 bits; one δ for "
               f"{a['largest_group']:.0%} of them")
-        if a["identical_pairs"] > 0:
-            print(f"warning: {a['identical_pairs']:.0%} of the checked user pairs got the same perturbation: to an "
-                  "attacker who collects nets these are one net, not one per user (retrain, or issue from another HyperNet)")
+        # the same rule and words as `protect` prints from the record written into every model
+        line = alike_line(with_alike(None, a, "the verification faces", "hyperobf export"))
+        if line:
+            print(line + " (retrain, or issue from another HyperNet)")

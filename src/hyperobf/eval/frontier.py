@@ -421,6 +421,9 @@ def merge_rows(result: dict, earlier: dict, source: str) -> None:
         if abs(mine["dssim_mean"] - r["dssim_mean"]) > 1e-9:
             raise ValueError(f"{source}: its {r['protector']} row at ρ {r['rho']} protected other uploads")
         _copy_attackers(r, mine, source)
+        # a measurement of the nets themselves that only the other run made (how alike the users' nets are)
+        if r.get("between_users") and not mine.get("between_users"):
+            mine["between_users"] = r["between_users"]
     result.setdefault("included", []).append({"source": source, "command": earlier.get("command"),
                                               "seconds": earlier.get("seconds"), "machine": earlier.get("machine")})
 
