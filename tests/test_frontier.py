@@ -188,7 +188,8 @@ def _run(clean: dict, rows: list[dict], overrides: dict | None = None) -> dict:
 
 
 def test_join_takes_rows_of_a_run_that_left_its_resnets_off_the_clean_row():
-    from hyperobf.eval.frontier import merge_rows, row_kind
+    from hyperobf.eval.frontier import row_kind
+    from hyperobf.eval.frontier_join import merge_rows
 
     main = _run({"mfn/query": 1.0, "resnet/gallery": 0.5}, [{"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 1.0, "resnet/gallery": 0.1}}])
     inv = _run({"mfn/query": 1.0}, [{"protector": "net:t", "rho": 0.025, "acc": {"mfn/query": 1.0}},  # measured by both

@@ -170,7 +170,8 @@ def frontier(
     """Budget–protection frontier: per-user nets vs the per-image limit vs the hybrid, every attacker (issue 12)."""
     from ..cli.common import command_line
     from ..eval.context import EvalContext
-    from ..eval.frontier import FrontierConfig, merge_rows, run_frontier, write_outputs
+    from ..eval.frontier import FrontierConfig, run_frontier
+    from ..eval.frontier_join import merge_rows, write_outputs
     from ..eval.frontier_record import record_nets
     from ..eval.scales import get_scale
 
@@ -246,7 +247,7 @@ def frontier_join(
 ) -> None:
     """One frontier table from runs that split its costly rows between processes (see --resnet-on)."""
     from ..cli.common import command_line
-    from ..eval.frontier import merge_rows, write_outputs
+    from ..eval.frontier_join import merge_rows, write_outputs
     from ..eval.frontier_record import record_nets
 
     with errors_as_one_line(ValueError, FileNotFoundError, PermissionError, OSError, json.JSONDecodeError, KeyError):

@@ -125,6 +125,16 @@ class Frontier:
                     self.resnets.append(ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets,
                                                        ctx.scale, ctx.device, ctx.seed, None if c == "none" else c))
         self._grad_embedders: dict[str, torch.nn.Module] = {}
+        self._checkpoints: dict[str, object] = {}  # path -> LoadedCheckpoint, loaded once per run
+
+    def checkpoint(self, path: str):
+        """The trained checkpoint at ``path`` (loaded on first use; its deltas, similarity and held nets share it)."""
+        from ..train.checkpoint import load_checkpoint
+
+        key = str(path)
+        if key not in self._checkpoints:
+            self._checkpoints[key] = load_checkpoint(path)
+        return self._checkpoints[key]
 
     # --- embedders with gradients (white box / refinement) --------------------------------------
     def grad_embedder(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -179,9 +189,8 @@ class Frontier:
     def net_deltas(self, checkpoint: str) -> tuple[str, float, list[torch.Tensor]]:
         """(name, ρ_pixel, δ per user) of the checkpoint's nets, one net per target user (seeded z)."""
         from ..models.masknet import apply_batched
-        from ..train.checkpoint import load_checkpoint
 
-        loaded = load_checkpoint(checkpoint)
+        loaded = self.checkpoint(checkpoint)
         src = loaded.source.eval()
         z = self.user_latents(src.z_dim)
         deltas = []
@@ -195,12 +204,11 @@ class Frontier:
         """How alike the target users' nets perturb the same faces (:mod:`.alike`): every user's net (the z of
         net_deltas) on the first ``per_user`` uploads of every user. Per-user nets that all output one δ are
         one net to an attacker who collects them (E3/E4)."""
-        from ..train.checkpoint import load_checkpoint
         from .alike import issued_similarity
 
         if len(self.uploads) < 2:
             return {}
-        loaded = load_checkpoint(checkpoint)
+        loaded = self.checkpoint(checkpoint)
         return issued_similarity(loaded, self.user_latents(loaded.source.z_dim), self.probe_faces(per_user))
 
     def user_latents(self, z_dim: int) -> torch.Tensor:
@@ -374,69 +382,3 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
         "machine": {**machine(), "processor": machine().get("cpu") or platform.machine(),
                     "torch_threads": torch.get_num_threads(), "loadavg": list(os.getloadavg())},
     }
-
-
-def _copy_attackers(src: dict, dst: dict, source: str | None = None) -> None:
-    """Give row ``dst`` the attackers only ``src`` measured (numbers, per-user values; ``source``: from where)."""
-    for k in src["acc"].keys() - dst["acc"].keys():
-        dst["acc"][k] = src["acc"][k]
-        dst.setdefault("per_user", {})[k] = src.get("per_user", {}).get(k)
-        if source is not None:
-            dst.setdefault("attackers_from", {})[k] = source
-
-
-def merge_rows(result: dict, earlier: dict, source: str) -> None:
-    """Add an earlier run's rows (not its clean row) to ``result``; ValueError unless it measured the
-    same users, uploads and attackers (then its numbers are comparable row for row)."""
-    same = {k: (result.get(k), earlier.get(k)) for k in ("targets", "uploads_per_target", "distractors")}
-    # the InvNet's settings (inv_*) change only the inversion rows, which carry them (and name them)
-    attacker = lambda r: {k: v for k, v in (r.get("scale_overrides") or {}).items() if not k.startswith("inv_")}  # noqa: E731
-    same["scale_overrides"] = (attacker(result), attacker(earlier))
-    split_a = {k: result["split"].get(k) for k in ("seed", "fr_source", "targets", "distractors")}
-    split_b = {k: earlier.get("split", {}).get(k) for k in ("seed", "fr_source", "targets", "distractors")}
-    if any(a != b for a, b in same.values()) or split_a != split_b:
-        raise ValueError(f"{source}: not the same split, uploads or attackers as this run; cannot join its rows")
-    row_a = next(r for r in result["rows"] if r["protector"] == "clean")
-    row_b = next(r for r in earlier["rows"] if r["protector"] == "clean")
-    clean_a, clean_b = row_a["acc"], row_b["acc"]
-    # attackers both clean rows have (a run may leave its costly ResNets off the clean row: --resnet-on)
-    if any(abs(clean_a[k]["mean"] - clean_b[k]["mean"]) > 1e-9 for k in clean_a.keys() & clean_b.keys()):
-        raise ValueError(f"{source}: its clean level differs from this run's (other attackers' state)")
-    missing = set(earlier.get("attackers", ())) - clean_a.keys() - clean_b.keys()
-    if missing:
-        raise ValueError(f"{source}: no clean level for {', '.join(sorted(missing))} in either run")
-    # an attacker only the other run has (e.g. a squeezing ResNet): its clean level joins the table's clean row
-    _copy_attackers(row_b, row_a)
-    result["attackers"] = sorted(set(result["attackers"]) | set(earlier.get("attackers", ())))
-    # a row this table already has (same protector and ρ; e.g. the net row both processes measured) stays
-    # the table's own; the other run's copy adds only the attackers this one left off (a squeezing ResNet)
-    have = {(r["protector"], r["rho"]): r for r in result["rows"]}
-    for r in earlier["rows"]:
-        if r["protector"] == "clean":
-            continue
-        mine = have.get((r["protector"], r["rho"]))
-        if mine is None:
-            result["rows"].append(dict(r, included_from=source))
-            continue
-        if abs(mine["dssim_mean"] - r["dssim_mean"]) > 1e-9:
-            raise ValueError(f"{source}: its {r['protector']} row at ρ {r['rho']} protected other uploads")
-        _copy_attackers(r, mine, source)
-        # a measurement of the nets themselves that only the other run made (how alike the users' nets are)
-        if r.get("between_users") and not mine.get("between_users"):
-            mine["between_users"] = r["between_users"]
-    result.setdefault("included", []).append({"source": source, "command": earlier.get("command"),
-                                              "seconds": earlier.get("seconds"), "machine": earlier.get("machine")})
-
-
-def write_outputs(result: dict, out: Path) -> list[Path]:
-    """frontier.json, report.md and frontier.png (identification vs DSSIM per attacker/protocol)."""
-    from .frontier_report import plot, report_md
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "frontier.json", out / "report.md", out / "frontier.png"]
-    tmp = paths[0].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
-    tmp.replace(paths[0])
-    paths[1].write_text(report_md(result))
-    plot(result, paths[2])
-    return paths

@@ -46,10 +46,8 @@ def inversion_rows(fr, checkpoint: str, label: str, rho: float, protected: list[
     ``refine`` — on its public faces. The restored uploads are rounded to 8 bits again (the attacker
     stores them).
     """
-    from ..train.checkpoint import load_checkpoint
-
     ctx = fr.ctx
-    loaded = load_checkpoint(checkpoint)  # once for every held count
+    loaded = fr.checkpoint(checkpoint)  # the frontier's copy: loaded once per run
     spec, src = loaded.spec, loaded.source.eval()
     sc = ctx.scale
     how = (f", identity-start InvNet, {sc.inv_epochs} epochs" if sc.inv_identity_start else "") + (
