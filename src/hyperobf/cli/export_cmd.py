@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..model_formats import FORMATS, PRECISIONS, SHAPES, parse_list
-from ..protection import alike_line, with_alike
+from ..protection import alike_line
 from .common import errors_as_one_line, fail, progress_bar
 
 _FORMAT_HELP = "Comma-separated formats: " + ", ".join(f"{r.name} ({r.suffix})" for r in FORMATS.values()) + "."
@@ -106,7 +106,7 @@ def _print_report(report) -> None:
         print(f"users' nets: δ cos {a['delta_cos']:.3f} between the perturbations of {a['nets']} users on the "
               f"verification faces; {a['identical_pairs']:.0%} of {pairs} pairs identical at 8 bits; one δ for "
               f"{a['largest_group']:.0%} of them")
-        # the same rule and words as `protect` prints from the record written into every model
-        line = alike_line(with_alike(None, a, "the verification faces", "hyperobf export"))
+        # the record written into every model: the same rule and words as `protect` prints from it
+        line = alike_line(report.protection)
         if line:
             print(line + " (retrain, or issue from another HyperNet)")

@@ -37,7 +37,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,9 @@ from .frontier_inversion import inversion_rows
 from .limit import LimitConfig, fit_budget, far_targets, limit_until_stable
 from .report import machine
 from .stats import summary
+
+if TYPE_CHECKING:
+    from ..train.checkpoint import Loaded
 
 
 @dataclass
@@ -125,9 +128,9 @@ class Frontier:
                     self.resnets.append(ResNetAttacker(trunk, d.distractor_train, d.distractor_val, d.targets,
                                                        ctx.scale, ctx.device, ctx.seed, None if c == "none" else c))
         self._grad_embedders: dict[str, torch.nn.Module] = {}
-        self._checkpoints: dict[str, object] = {}  # path -> LoadedCheckpoint, loaded once per run
+        self._checkpoints: dict[str, Loaded] = {}  # path -> checkpoint, loaded once per run
 
-    def checkpoint(self, path: str):
+    def checkpoint(self, path: str) -> Loaded:
         """The trained checkpoint at ``path`` (loaded on first use; its deltas, similarity and held nets share it)."""
         from ..train.checkpoint import load_checkpoint
 

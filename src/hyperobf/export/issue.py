@@ -46,6 +46,8 @@ class IssueReport:
     skipped: list = field(default_factory=list)  # requested combinations a format does not support
     # how alike the first users' nets perturb the verification faces (eval.alike; empty without verification)
     alike: dict = field(default_factory=dict)
+    # the protection record written into every model (with ``alike`` when measured; None: the checkpoint has none)
+    protection: dict | None = None
 
 
 def _os_error(e: OSError, out: Path) -> ExportError:
@@ -158,7 +160,7 @@ def _run(plan: IssuePlan, inputs: VerifyInputs | None, progress: Callable[[int, 
     staging.close()
     seconds["total"] = time.perf_counter() - t0
     report = _report(plan, pipeline, checks, seconds)
-    report.alike = alike
+    report.alike, report.protection = alike, protection
     return report
 
 
