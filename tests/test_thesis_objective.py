@@ -146,3 +146,38 @@ def test_surrogate_can_learn_the_pool_users_instead_of_identities(tmp_path):
     for bad in ({"surrogate_labels": "face"}, {"objective": "adversarial"}):
         with pytest.raises(ValueError, match="surrogate_labels"):
             TrainConfig(**{**cfg.to_dict(), **bad}).validate()
+
+
+def test_budget_fill_trains_every_face_at_the_budget():
+    """budget_fill: each face's δ is scaled up or down to use the DSSIM budget, the gradient still reaching the net."""
+    from hyperobf.spec import builtin_spec
+    from hyperobf.train.losses import dssim
+    from hyperobf.train.loop import step_loss
+    from hyperobf.train.objectives import build_objective
+    from hyperobf.train.sources import build_source
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(structure="tiny", objective="thesis", nets_per_step=2, batch_images=3, image_size=32,
+                      rho_pixel=0.05)
+    spec = builtin_spec(cfg.structure, cfg.rho_pixel)
+    source = build_source(spec, cfg)
+    objective = build_objective(cfg, 4)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32, generator=gen) * 0.6 + 0.2
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    params, _ = source.sample_keyed(2, gen)
+    d_off = dssim(step_loss(spec, cfg, objective, params, x, y, gen)[1], x).detach()  # no fill: what the net gives
+    rho = 2.0 * float(d_off.min())  # the faces under it must be scaled *up*, any over it down
+    filled = TrainConfig(**{**cfg.to_dict(), "dssim_budget": rho, "budget_fill": 4.0})
+    loss, x_prot, _ = step_loss(spec, filled, objective, params, x, y, gen)
+    d = dssim(x_prot, x)
+    assert bool((d_off < rho).any())
+    assert float(d.max()) <= rho + 1e-6 and float(d.min()) > 0.9 * rho  # every face uses the budget
+    assert float((x_prot - x).abs().max()) <= 0.05 + 1e-6  # the per-pixel clip after scaling
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in source.parameters())
+    tight = step_loss(spec, TrainConfig(**{**filled.to_dict(), "dssim_budget": float(d_off.min()) / 2}), objective,
+                      params, x, y, gen)[1]
+    assert float(dssim(tight, x).max()) <= float(d_off.min()) / 2 + 1e-6  # and *down* when over the budget
+    with pytest.raises(ValueError, match="budget_fill"):
+        TrainConfig(**{**cfg.to_dict(), "budget_fill": -1.0}).validate()

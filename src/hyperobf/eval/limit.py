@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from ..train.losses import dssim
+from ..train.losses import budget_scale, dssim
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
@@ -46,25 +46,8 @@ def fit_budget(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: floa
     rounded result is within budget; s = 0 (the original) always is. ``s_max`` > 1 (evaluation only:
     "filled" rows) also scales a δ that uses less than ρ *up*, the clip applied after scaling.
     """
-    delta = delta.clamp(-rho_pixel, rho_pixel)
-    n = len(x)
-
-    def at(s: torch.Tensor) -> torch.Tensor:  # s (N,): for s ≤ 1 the second clamp is a no-op
-        return quantise(x + (delta * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel))
-
-    lo = torch.zeros(n, device=x.device)
-    hi = torch.full((n,), float(s_max), device=x.device)
-    ok = dssim(at(hi), x) <= rho
-    lo[ok] = s_max
-    for _ in range(iters):
-        todo = lo < hi - 1e-6
-        if not bool(todo.any()):
-            break
-        mid = (lo + hi) / 2
-        fits = dssim(at(mid), x) <= rho
-        lo = torch.where(fits & todo, mid, lo)
-        hi = torch.where(~fits & todo, mid, hi)
-    return at(lo)
+    s = budget_scale(x, delta, rho, rho_pixel, s_max, iters, snap=quantise)
+    return quantise(x + (delta.clamp(-rho_pixel, rho_pixel) * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel))
 
 
 @dataclass(frozen=True)

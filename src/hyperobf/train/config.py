@@ -41,6 +41,10 @@ class TrainConfig:
     alpha: float = 0.0
     dssim_budget: float = 0.01  # rho
     lambda_dssim: float = 100.0
+    # > 0: train as the budget rule ships with a fill — each face's δ scaled (bisection, no gradient through the
+    # scale) to the largest s ≤ budget_fill whose DSSIM ≤ dssim_budget, so the nets learn a direction and every
+    # user's faces use the budget (measured: nets that used less of ρ protected less). 0 = off (every recipe before)
+    budget_fill: float = 0.0
     # weight of the per-user signature term (losses.signature_loss): each user's δ consistent across the user's
     # faces and unrelated to other users' δ — per-user class-wise noise, measured on the outputs, where J2 only
     # sees weights. 0 = off (every recipe before it)
@@ -140,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"surrogate_shift must be in [0, {self.image_size // 2}) for {self.image_size}² faces")
         if self.pool_users < 0 or self.pool_refresh < 0 or not 0 < self.pool_refresh_fraction <= 1:
             raise ValueError("pool_users, pool_refresh must be >= 0 and pool_refresh_fraction in (0, 1]")
+        if self.budget_fill < 0:
+            raise ValueError("budget_fill must be >= 0 (0 = off)")
         if self.lambda_signature < 0:
             raise ValueError("lambda_signature must be >= 0")
         if self.target_push < 0:

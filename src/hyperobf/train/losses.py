@@ -14,6 +14,35 @@ def dssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((1.0 - s.flatten(1).mean(1)) / 2.0)
 
 
+@torch.no_grad()
+def budget_scale(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: float, s_max: float = 1.0,
+                 iters: int = 12, snap=lambda y: y.clamp(0.0, 1.0)) -> torch.Tensor:
+    """The budget rule's scale: x, δ (N, 3, H, W) -> s (N,), the largest s ∈ [0, s_max] (bisection, ``iters``
+    halvings) with DSSIM(snap(x + clip(s·δ, ±ρ_pixel)), x) ≤ ρ; s = 0 (the original) always fits.
+
+    One rule for both sides: the evaluation's :func:`hyperobf.eval.limit.fit_budget` (``snap`` = 8-bit rounding)
+    and training with ``budget_fill`` (``snap`` = clamp to [0, 1]; s_max > 1 scales a small δ *up* to ρ).
+    """
+    delta = delta.clamp(-rho_pixel, rho_pixel)
+    n = len(x)
+
+    def fits(s: torch.Tensor) -> torch.Tensor:  # s (N,): for s ≤ 1 the second clamp is a no-op
+        return dssim(snap(x + (delta * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel)), x) <= rho
+
+    lo = torch.zeros(n, device=x.device)
+    hi = torch.full((n,), float(s_max), device=x.device)
+    lo[fits(hi)] = s_max
+    for _ in range(iters):
+        todo = lo < hi - 1e-6
+        if not bool(todo.any()):
+            break
+        mid = (lo + hi) / 2
+        ok = fits(mid)
+        lo = torch.where(ok & todo, mid, lo)
+        hi = torch.where(~ok & todo, mid, hi)
+    return lo
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB for images in [0, 1]; (B,)."""
     mse = (x - y).pow(2).flatten(1).mean(1).clamp_min(1e-12)
