@@ -23,7 +23,7 @@ OUTPUT_NAMES = ("protected", "delta")
 def build_metadata(
     spec: MaskNetSpec, model_id: str, checkpoint_sha256: str, *, method: str = "hypernet",
     shape: str = "fixed", precision: str = "fp32", created: float | None = None, protection: dict | None = None,
-    model_format: str | None = None,
+    model_format: str | None = None, budget_fill: float = 1.0,
 ) -> dict[str, str]:
     """The one metadata dict (str -> JSON str) for a user's model file.
 
@@ -31,6 +31,9 @@ def build_metadata(
     null means nobody measured this HyperNet's protection, and the runtime says so.
     ``model_format``: the format table's row name (``"onnx"``, ``"ort"``, ``"coreml"``); None leaves
     the key out (models built outside the exporter, e.g. in tests).
+    ``budget_fill``: the largest scale the device's budget rule may apply to this net's δ (the HyperNet's
+    ``TrainConfig.ship_fill``: > 1 for nets trained with a fill, which scale a δ *up* to the budget); 1 (scale
+    down only, every net before it) leaves the key out.
     """
     validate_protection(protection)
     size = spec.input_size
@@ -51,6 +54,10 @@ def build_metadata(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or time.time())),
         "protection": protection,
     }
+    if budget_fill != 1.0:
+        if not 1.0 <= budget_fill <= 64.0:
+            raise ValueError(f"budget_fill must be in [1, 64], got {budget_fill}")
+        fields["budget_fill"] = float(budget_fill)
     if model_format is not None:  # last: the key order is the order of the model file's metadata entries
         fields["format"] = model_format
     return {PREFIX + k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in fields.items()}
@@ -80,6 +87,9 @@ def parse_metadata(props: dict[str, str]) -> dict:
     if spec.digest() != out.get("spec_digest"):
         raise MetadataError("model metadata spec digest does not match its spec")
     out["spec"] = spec
+    fill = out.get("budget_fill", 1.0)
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 1.0 <= fill <= 64.0:
+        raise MetadataError(f"model metadata budget_fill must be a number in [1, 64], got {fill!r}")
     try:  # models exported before the record existed have none: "not measured"
         out["protection"] = validate_protection(out.get("protection"))
     except RecordError as e:

@@ -26,7 +26,8 @@ def _dssim_text(r) -> str:  # noqa: ANN001  (a FileResult)
         return ""
     scales = r.scales or [1.0] * len(r.dssim)
     ruled = r.budget_dssim if len(r.budget_dssim) == len(r.dssim) else [None] * len(r.dssim)
-    vals = [f"{d:.4f}" + (f"/{c:.4f}" if c is not None else "") + (f" (scaled to {_share(s)})" if s < 1.0 else "")
+    vals = [f"{d:.4f}" + (f"/{c:.4f}" if c is not None else "") + (
+        f" (scaled to {_share(s)})" if s < 1.0 else f" (scaled up ×{s:.2f}: the net's fill)" if s > 1.0 else "")
             for d, c, s in zip(r.dssim, ruled, scales)]
     what = ("written" + ("/crop" if ruled[0] is not None else "") if r.mode == "face"
             else "written" + ("/working" if ruled[0] is not None else ""))

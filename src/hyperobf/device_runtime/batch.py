@@ -37,7 +37,7 @@ class FileResult:
     label: str = ""  # src as shown to the user: relative to the folder it was found under, else as given
     dst_label: str = ""  # dst relative to the output root (--out, else that folder), else as built
     dssim: list[float] = field(default_factory=list)  # measured on the written pixels (Protection.dssim)
-    scales: list[float] = field(default_factory=list)  # share of δ the DSSIM budget kept (Protection.scales)
+    scales: list[float] = field(default_factory=list)  # the scale the DSSIM budget applied (Protection.scales)
     budget_dssim: list[float] = field(default_factory=list)  # what the budget rule measured (Protection.budget_dssim)
 
     def __post_init__(self) -> None:

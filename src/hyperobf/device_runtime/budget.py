@@ -147,12 +147,19 @@ def quantise(x: np.ndarray) -> np.ndarray:
 Measure = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (y (M, C, H, W), idx (M,)) -> (M,) DSSIM
 
 
+def scaled(x: np.ndarray, delta: np.ndarray, s: np.ndarray | float, rho_pixel: float) -> np.ndarray:
+    """quantise(x + clip(δ·s, ±ρ_pixel)), s (N,) or a scalar: the clip after the scale (a fill's s > 1)."""
+    s = np.asarray(s, np.float32).reshape(-1, 1, 1, 1)
+    return quantise(x + np.clip(delta * s, -rho_pixel, rho_pixel))
+
+
 def fit_scale(x: np.ndarray, delta: np.ndarray, rho: float, rho_pixel: float, iters: int = ITERS,
-              measure: Measure | None = None) -> tuple[np.ndarray, np.ndarray]:
+              measure: Measure | None = None, s_max: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The bisection of eval.limit.fit_budget: x, δ (N, C, H, W) -> (scale s (N,) float32, DSSIM at s (N,)).
 
     ``measure`` defaults to the per-image DSSIM against x. Arithmetic on the images is float32 as in
-    torch, so a scale gives bit-identical 8-bit images on both sides.
+    torch, so a scale gives bit-identical 8-bit images on both sides. ``s_max`` > 1: the net's fill (its
+    model's ``budget_fill``): a δ that uses less than ρ is scaled *up*, by at most s_max.
     """
     x = np.ascontiguousarray(x, np.float32)
     delta = np.clip(np.asarray(delta, np.float32), -rho_pixel, rho_pixel)
@@ -161,41 +168,42 @@ def fit_scale(x: np.ndarray, delta: np.ndarray, rho: float, rho_pixel: float, it
     if measure is None:
         measure = Reference(x).dssim
     n = len(x)
-    lo, hi = np.zeros(n, np.float32), np.ones(n, np.float32)
+    s_max = np.float32(s_max)
+    lo, hi = np.zeros(n, np.float32), np.full(n, s_max, np.float32)
     every = np.arange(n)
     d_lo = np.zeros(n, np.float64)  # DSSIM at lo: 0 at s = 0 (the original)
-    d_full = measure(quantise(x + delta), every)
+    d_full = measure(scaled(x, delta, s_max, rho_pixel), every)
     ok = d_full <= rho
-    lo[ok], d_lo[ok] = 1.0, d_full[ok]
+    lo[ok], d_lo[ok] = s_max, d_full[ok]
     for _ in range(iters):
         todo = np.flatnonzero(lo < hi - np.float32(1e-6))  # images still bisecting (torch computes all N)
         if not len(todo):
             break
         mid = (lo[todo] + hi[todo]) / np.float32(2.0)
-        d = measure(quantise(x[todo] + delta[todo] * mid[:, None, None, None]), todo)
+        d = measure(scaled(x[todo], delta[todo], mid, rho_pixel), todo)
         fits = d <= rho
         lo[todo[fits]], d_lo[todo[fits]] = mid[fits], d[fits]
         hi[todo[~fits]] = mid[~fits]
     return lo, d_lo
 
 
-def fit_budget(x: np.ndarray, delta: np.ndarray, rho: float, rho_pixel: float, iters: int = ITERS) -> np.ndarray:
+def fit_budget(x: np.ndarray, delta: np.ndarray, rho: float, rho_pixel: float, iters: int = ITERS,
+               s_max: float = 1.0) -> np.ndarray:
     """The budget rule: x, δ (N, C, H, W) float -> 8-bit protected images (N, C, H, W) float32 on the
     1/255 grid with DSSIM ≤ ρ and |δ| ≤ ρ_pixel (eval.limit.fit_budget, numpy)."""
-    s, _ = fit_scale(x, delta, rho, rho_pixel, iters)
-    x = np.asarray(x, np.float32)
-    return quantise(x + np.clip(np.asarray(delta, np.float32), -rho_pixel, rho_pixel) * s[:, None, None, None])
+    s, _ = fit_scale(x, delta, rho, rho_pixel, iters, s_max=s_max)
+    return scaled(np.asarray(x, np.float32), np.clip(np.asarray(delta, np.float32), -rho_pixel, rho_pixel), s, rho_pixel)
 
 
 def fit_budget_windows(x: np.ndarray, delta: np.ndarray, rho: float, rho_pixel: float, window: int,
-                       iters: int = ITERS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       iters: int = ITERS, s_max: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whole mode: one scale per image so that every window×window box has DSSIM ≤ ρ.
 
     x, δ (N, C, H, W) -> (protected 8-bit images (N, C, H, W) float32, scale (N,), largest window DSSIM (N,)).
     """
     ref = Reference(x)
-    s, d = fit_scale(x, delta, rho, rho_pixel, iters, lambda y, idx: ref.dssim_windows_max(y, window, idx))
-    out = quantise(ref.x + np.clip(np.asarray(delta, np.float32), -rho_pixel, rho_pixel) * s[:, None, None, None])
+    s, d = fit_scale(x, delta, rho, rho_pixel, iters, lambda y, idx: ref.dssim_windows_max(y, window, idx), s_max)
+    out = scaled(ref.x, np.clip(np.asarray(delta, np.float32), -rho_pixel, rho_pixel), s, rho_pixel)
     return out, s, d
 
 
@@ -235,6 +243,7 @@ class BudgetedModel:
         self._model, self.rho = model, float(rho)
         # the user's net sets the per-pixel clip (the evaluation uses the net's own clip too)
         self.rho_pixel = float(model.spec.rho_pixel) if rho_pixel is None else float(rho_pixel)
+        self.s_max = float(getattr(model, "budget_fill", 1.0))  # a net trained with a fill ships with it
         self.scales: list[float] = []
         self.dssim: list[float] = []
         self.seconds = 0.0
@@ -250,8 +259,8 @@ class BudgetedModel:
         d = self._model.delta(x)  # (N, 3, S, S): the net's (or the refined) δ
         t = time.perf_counter()
         x = np.asarray(x, np.float32)
-        s, dd = fit_scale(x, d, self.rho, self.rho_pixel)
-        out = quantise(x + np.clip(d, -self.rho_pixel, self.rho_pixel) * s[:, None, None, None]) - x
+        s, dd = fit_scale(x, d, self.rho, self.rho_pixel, s_max=self.s_max)
+        out = scaled(x, np.clip(d, -self.rho_pixel, self.rho_pixel), s, self.rho_pixel) - x
         self.seconds += time.perf_counter() - t
         self.scales, self.dssim = [float(v) for v in s], [float(v) for v in dd]
         self._last = (np.array(x, copy=True), out.copy())

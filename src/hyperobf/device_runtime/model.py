@@ -101,6 +101,12 @@ class MaskNetModel:
         return self.meta.get("protection")
 
     @property
+    def budget_fill(self) -> float:
+        """The largest scale the budget rule may apply to this net's δ (1: down only; > 1: a net trained with a
+        fill, whose δ is scaled up to the budget as in training)."""
+        return float(self.meta.get("budget_fill", 1.0))
+
+    @property
     def model_id(self) -> str:
         return str(self.meta.get("model_id", ""))
 

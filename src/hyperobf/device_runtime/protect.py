@@ -95,7 +95,8 @@ class Protection:
     # Measured on the written pixels. face: per face, its aligned 112² crop vs the original's;
     # whole: one value, the largest DSSIM over the 112² windows of the photo brought back to working scale.
     dssim: list[float] = field(default_factory=list)
-    scales: list[float] = field(default_factory=list)  # the share of δ the budget kept (per face / one), 1 = all
+    # the scale the budget applied to δ (per face / one): < 1 scaled down, 1 = all, > 1 a net's fill (budget_fill)
+    scales: list[float] = field(default_factory=list)
     # What the budget rule measured at the kept scale (empty without a budget). face: each 8-bit aligned
     # crop's DSSIM; whole: the 8-bit working image's worst window.
     budget_dssim: list[float] = field(default_factory=list)

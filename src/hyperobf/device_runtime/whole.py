@@ -146,7 +146,8 @@ def whole_photo(img: Image.Image, model: MaskNetModel, scale: float, max_pixels:
     s, at_work = 1.0, None
     if budget is not None:
         x = _chw(rgb)  # (1, 3, h, w) on the 8-bit grid
-        fitted, sc, dw = fit_budget_windows(x, d.transpose(2, 0, 1)[None], budget[0], budget[1], window)
+        fitted, sc, dw = fit_budget_windows(x, d.transpose(2, 0, 1)[None], budget[0], budget[1], window,
+                                            s_max=float(getattr(model, "budget_fill", 1.0)))
         d, s, at_work = (fitted - x)[0].transpose(1, 2, 0), float(sc[0]), float(dw[0])  # d: (h, w, 3)
     t3 = time.perf_counter()
     out = add_upsampled(img, d)

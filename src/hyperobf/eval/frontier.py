@@ -341,7 +341,8 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
         x = [u.float() / 255.0 for u in fr.uploads]
         for name, rho_pixel, deltas, ck in nets:
             t = time.perf_counter()
-            own = [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, deltas)]
+            fill = fr.checkpoint(ck).config.ship_fill  # the fill the net ships with (1: none)
+            own = [fit_budget(xi, di, rho, rho_pixel, s_max=fill) for xi, di in zip(x, deltas)]
             add(f"net:{name}", rho, own, time.perf_counter() - t, checkpoint=str(ck))
             if cfg.fill_budget > 1.0:
                 t = time.perf_counter()
@@ -359,7 +360,7 @@ def run_frontier(ctx, cfg: FrontierConfig, log: Callable[[str], None] = print) -
                 for k in sorted(snaps):
                     if k == 0:
                         continue
-                    mine = [fit_budget(xi, di, rho, rho_pixel) for xi, di in zip(x, snaps[k])]
+                    mine = [fit_budget(xi, di, rho, rho_pixel, s_max=fill) for xi, di in zip(x, snaps[k])]
                     add(f"hybrid:{name} K={k}", rho, mine, secs, refine_embedder=cfg.hybrid_embedder, k=k,
                         step=cfg.hybrid_step)
                     if invert:  # E3/E4 for the hybrid

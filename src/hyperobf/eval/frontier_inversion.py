@@ -57,7 +57,7 @@ def inversion_rows(fr, checkpoint: str, label: str, rho: float, protected: list[
         held = _held_params(src, n, fr.cfg.seed, sc.inv_draw)
         with torch.enable_grad():  # the attacker trains (the frontier measures under no_grad)
             inv = train_invnet(spec, held, ctx.data.public.images, ctx.scale, ctx.device, fr.cfg.seed + 300 + n,
-                               budget=(rho, spec.rho_pixel), refine=refine)
+                               budget=(rho, spec.rho_pixel, loaded.config.ship_fill), refine=refine)
         restored = [quantise(restore(inv, p)) for p in protected]
         # per user: does the attacker hold this user's very perturbation? (δ cos to its closest held net)
         match = match_to_held(loaded, fr.user_latents(src.z_dim), _held_latents(src.z_dim, n, fr.cfg.seed, sc.inv_draw),

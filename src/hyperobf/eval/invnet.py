@@ -66,10 +66,11 @@ class InvNet(nn.Module):
 
 
 def _perturb(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor, gen: torch.Generator,
-             budget: tuple[float, float] | None = None, refine: Refine | None = None) -> torch.Tensor:
+             budget: tuple[float, ...] | None = None, refine: Refine | None = None) -> torch.Tensor:
     """Each image of x (B, 3, H, W) through one of the n held nets (balanced, shuffled); ``refine`` (x, δ₀) -> δ:
     the device's refinement steps after the net (the hybrid), as the attacker's copy of the tool runs them; with
-    ``budget`` = (ρ, ρ_pixel) under the device's budget rule, as the attacker's copy of the tool does."""
+    ``budget`` = (ρ, ρ_pixel[, the net's fill]) under the device's budget rule, as the attacker's copy of the tool
+    does."""
     n = next(iter(params.values())).shape[0]
     b = x.shape[0] - x.shape[0] % n
     x = x[:b]
@@ -80,12 +81,13 @@ def _perturb(spec: MaskNetSpec, params: dict[str, torch.Tensor], x: torch.Tensor
     if refine is not None:
         out = (x + refine(x, out - x)).clamp(0.0, 1.0)
     if budget is not None:
-        out = fit_budget(x, out - x, *budget)
+        rho, rho_pixel, *fill = budget
+        out = fit_budget(x, out - x, rho, rho_pixel, s_max=fill[0] if fill else 1.0)
     return out, x
 
 
 def train_invnet(spec: MaskNetSpec, held: dict[str, torch.Tensor], public: torch.Tensor, scale,
-                 device: torch.device, seed: int, budget: tuple[float, float] | None = None,
+                 device: torch.device, seed: int, budget: tuple[float, ...] | None = None,
                  refine: Refine | None = None) -> InvNet:
     """Train an InvNet on public faces (N, 3, S, S) uint8 perturbed by the held nets {name: (n, ...)}
     (then refined by ``refine`` when given: the hybrid; under the budget rule (ρ, ρ_pixel) when ``budget``

@@ -110,7 +110,8 @@ def _templates(plan: IssuePlan, protection: dict | None) -> tuple[dict[Job, obje
     templates, checks = {}, {}
     for j in plan.jobs:
         meta = build_metadata(loaded.spec, "", loaded.sha256, method=loaded.config.method, shape=plan.shape,
-                              precision=j.precision, protection=protection, model_format=j.row.name)
+                              precision=j.precision, protection=protection, model_format=j.row.name,
+                              budget_fill=loaded.config.ship_fill)
         templates[j] = make_template(j.row, loaded.spec, plan.shape, meta, j.precision)
         checks[j] = verify_template(j.row, templates[j], plan.shape) if plan.verify != "none" else {}
     return templates, checks

@@ -156,7 +156,8 @@ class GenerationEngine:
             self.check_variant(variant)
             meta = build_metadata(self.spec, "", self.hypernet_sha256, method=self.method, shape=variant.shape,
                                   precision=variant.precision, created=self.created,
-                                  protection=self.protection, model_format=variant.format)
+                                  protection=self.protection, model_format=variant.format,
+                                  budget_fill=self.loaded.config.ship_fill)
             t = time.perf_counter()
             try:
                 self._renderers[variant] = Renderer(self.spec, variant, meta)

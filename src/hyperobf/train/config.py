@@ -165,6 +165,12 @@ class TrainConfig:
         if self.eval_images < 1 or self.eval_nets < 1:
             raise ValueError("eval_images and eval_nets must be >= 1")
 
+    @property
+    def ship_fill(self) -> float:
+        """The largest scale the budget rule applies to this HyperNet's δ (1: scale down only; a net trained
+        with ``budget_fill`` ships with it, written into its model's metadata as ``budget_fill``)."""
+        return max(1.0, float(self.budget_fill))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
