@@ -170,7 +170,7 @@ def test_budget_fill_trains_every_face_at_the_budget():
     rho = 2.0 * float(d_off.min())  # the faces under it must be scaled *up*, any over it down
     filled = TrainConfig(**{**cfg.to_dict(), "dssim_budget": rho, "budget_fill": 4.0})
     loss, x_prot, _ = step_loss(spec, filled, objective, params, x, y, gen)
-    d = dssim(x_prot, x)
+    d = dssim(x_prot, x).detach()
     assert bool((d_off < rho).any())
     assert float(d.max()) <= rho + 1e-6 and float(d.min()) > 0.9 * rho  # every face uses the budget
     assert float((x_prot - x).abs().max()) <= 0.05 + 1e-6  # the per-pixel clip after scaling
