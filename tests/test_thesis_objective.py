@@ -173,11 +173,11 @@ def test_budget_fill_trains_every_face_at_the_budget():
     d = dssim(x_prot, x).detach()
     assert bool((d_off < rho).any())
     assert float(d.max()) <= rho + 1e-6 and float(d.min()) > 0.9 * rho  # every face uses the budget
-    assert float((x_prot - x).abs().max()) <= 0.05 + 1e-6  # the per-pixel clip after scaling
+    assert float((x_prot - x).detach().abs().max()) <= 0.05 + 1e-6  # the per-pixel clip after scaling
     loss.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in source.parameters())
     tight = step_loss(spec, TrainConfig(**{**filled.to_dict(), "dssim_budget": float(d_off.min()) / 2}), objective,
                       params, x, y, gen)[1]
-    assert float(dssim(tight, x).max()) <= float(d_off.min()) / 2 + 1e-6  # and *down* when over the budget
+    assert float(dssim(tight, x).detach().max()) <= float(d_off.min()) / 2 + 1e-6  # and *down* when over the budget
     with pytest.raises(ValueError, match="budget_fill"):
         TrainConfig(**{**cfg.to_dict(), "budget_fill": -1.0}).validate()
