@@ -179,5 +179,6 @@ def test_budget_fill_trains_every_face_at_the_budget():
     tight = step_loss(spec, TrainConfig(**{**filled.to_dict(), "dssim_budget": float(d_off.min()) / 2}), objective,
                       params, x, y, gen)[1]
     assert float(dssim(tight, x).detach().max()) <= float(d_off.min()) / 2 + 1e-6  # and *down* when over the budget
-    with pytest.raises(ValueError, match="budget_fill"):
-        TrainConfig(**{**cfg.to_dict(), "budget_fill": -1.0}).validate()
+    for bad in (-1.0, 0.5, 100.0):
+        with pytest.raises(ValueError, match="budget_fill"):
+            TrainConfig(**{**cfg.to_dict(), "budget_fill": bad}).validate()

@@ -43,8 +43,9 @@ def fit_budget(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: floa
     """The budget rule: x, δ (N, 3, H, W) -> 8-bit protected images with DSSIM ≤ ρ and |δ| ≤ ρ_pixel.
 
     Each image keeps the largest scale s ∈ [0, s_max] of its δ (bisection, ``iters`` halvings) whose
-    rounded result is within budget; s = 0 (the original) always is. ``s_max`` > 1 (evaluation only:
-    "filled" rows) also scales a δ that uses less than ρ *up*, the clip applied after scaling.
+    rounded result is within budget; s = 0 (the original) always is. ``s_max`` > 1 also scales a δ that
+    uses less than ρ *up*, the clip applied after scaling: a net trained with a fill (its ``ship_fill``, as the
+    device applies it) or the evaluation-only "filled" rows.
     """
     s = budget_scale(x, delta, rho, rho_pixel, s_max, iters, snap=quantise)
     return quantise(x + (delta.clamp(-rho_pixel, rho_pixel) * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel))

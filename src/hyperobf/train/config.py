@@ -144,8 +144,8 @@ class TrainConfig:
             raise ValueError(f"surrogate_shift must be in [0, {self.image_size // 2}) for {self.image_size}² faces")
         if self.pool_users < 0 or self.pool_refresh < 0 or not 0 < self.pool_refresh_fraction <= 1:
             raise ValueError("pool_users, pool_refresh must be >= 0 and pool_refresh_fraction in (0, 1]")
-        if self.budget_fill < 0:
-            raise ValueError("budget_fill must be >= 0 (0 = off)")
+        if not (self.budget_fill == 0 or 1 <= self.budget_fill <= 64):  # 64: the model metadata's bound
+            raise ValueError("budget_fill must be 0 (off) or in [1, 64]")
         if self.lambda_signature < 0:
             raise ValueError("lambda_signature must be >= 0")
         if self.target_push < 0:
