@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from ..train.losses import budget_scale, dssim
+from ..train.losses import budget_scale, dssim, scaled
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ def fit_budget(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: floa
     device applies it) or the evaluation-only "filled" rows.
     """
     s = budget_scale(x, delta, rho, rho_pixel, s_max, iters, snap=quantise)
-    return quantise(x + (delta.clamp(-rho_pixel, rho_pixel) * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel))
+    return scaled(x, delta.clamp(-rho_pixel, rho_pixel), s, rho_pixel, quantise)
 
 
 @dataclass(frozen=True)

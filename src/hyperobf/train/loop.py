@@ -29,7 +29,8 @@ from .config import TrainConfig, canonical_objective
 from .data import FaceSet, load_image_folder, split_holdout, synthetic_faces
 from .diversity import param_variance
 from .evaluate import evaluate_epoch, evaluate_quality  # noqa: F401  (evaluate_quality: public here too)
-from .losses import budget_penalty, budget_scale, diversity_loss, dssim, signature_loss, signature_terms, total_loss
+from .losses import (budget_penalty, budget_scale, diversity_loss, dssim, scaled, signature_loss, signature_terms,
+                     total_loss)
 from .objectives import build_objective
 from .sources import build_source
 
@@ -78,7 +79,7 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     if cfg.budget_fill > 0:  # train as the budget rule ships: each face's δ scaled to use ρ (the scale: no gradient)
         delta = x_prot - x  # (n·b, 3, H, W), already within ±ρ_pixel and [0, 1]
         s = budget_scale(x, delta.detach(), cfg.dssim_budget, cfg.rho_pixel, cfg.budget_fill, iters=8)
-        x_prot = (x + (delta * s.view(-1, 1, 1, 1)).clamp(-cfg.rho_pixel, cfg.rho_pixel)).clamp(0.0, 1.0)
+        x_prot = scaled(x, delta, s, cfg.rho_pixel)
     d = dssim(x_prot, x)  # (n·b,) in float32: SSIM of a 0.03 perturbation needs the precision
     with autocast():
         extra = {"keys": keys} if getattr(objective, "needs_keys", False) else {}

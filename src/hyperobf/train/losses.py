@@ -14,6 +14,12 @@ def dssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((1.0 - s.flatten(1).mean(1)) / 2.0)
 
 
+def scaled(x: torch.Tensor, delta: torch.Tensor, s: torch.Tensor, rho_pixel: float,
+           snap=lambda y: y.clamp(0.0, 1.0)) -> torch.Tensor:
+    """snap(x + clip(δ·s, ±ρ_pixel)): x, δ (N, 3, H, W), s (N,); the clip after the scale (a fill's s > 1)."""
+    return snap(x + (delta * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel))
+
+
 @torch.no_grad()
 def budget_scale(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: float, s_max: float = 1.0,
                  iters: int = 12, snap=lambda y: y.clamp(0.0, 1.0)) -> torch.Tensor:
@@ -26,8 +32,8 @@ def budget_scale(x: torch.Tensor, delta: torch.Tensor, rho: float, rho_pixel: fl
     delta = delta.clamp(-rho_pixel, rho_pixel)
     n = len(x)
 
-    def fits(s: torch.Tensor) -> torch.Tensor:  # s (N,): for s ≤ 1 the second clamp is a no-op
-        return dssim(snap(x + (delta * s.view(-1, 1, 1, 1)).clamp(-rho_pixel, rho_pixel)), x) <= rho
+    def fits(s: torch.Tensor) -> torch.Tensor:  # s (N,)
+        return dssim(scaled(x, delta, s, rho_pixel, snap), x) <= rho
 
     lo = torch.zeros(n, device=x.device)
     hi = torch.full((n,), float(s_max), device=x.device)
