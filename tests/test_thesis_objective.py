@@ -182,3 +182,21 @@ def test_budget_fill_trains_every_face_at_the_budget():
     for bad in (-1.0, 0.5, 100.0):
         with pytest.raises(ValueError, match="budget_fill"):
             TrainConfig(**{**cfg.to_dict(), "budget_fill": bad}).validate()
+
+
+def test_surrogate_has_its_own_lr_and_steps_per_batch():
+    """surrogate_lr / surrogate_steps reach the surrogate's optimiser: k Adam steps per update, at its own lr."""
+    from hyperobf.train.objectives import build_objective
+
+    cfg = TrainConfig(objective="thesis", lr=1e-4, surrogate_lr=3e-3, surrogate_steps=3, surrogate_width=4)
+    obj = build_objective(cfg, 3)
+    assert obj.opt.param_groups[0]["lr"] == 3e-3
+    x = torch.rand(6, 3, 16, 16)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    obj.update(x, x, y)
+    assert int(next(iter(obj.opt.state.values()))["step"]) == 3
+    default = build_objective(TrainConfig(objective="thesis", lr=1e-4, surrogate_width=4), 3)
+    assert default.opt.param_groups[0]["lr"] == 1e-4 and default.steps == 1  # 0 / unset: as before
+    for bad in (dict(surrogate_lr=-1.0), dict(surrogate_steps=0)):
+        with pytest.raises(ValueError, match="surrogate_"):
+            TrainConfig(objective="thesis", **bad).validate()

@@ -72,6 +72,12 @@ class TrainConfig:
     pool_refresh: int = 50
     pool_refresh_fraction: float = 0.25
     surrogate_width: int = 32  # thesis objective: the surrogate recogniser's width
+    # the surrogate's own optimiser (thesis / adversarial): its learning rate (0 = the HyperNet's lr) and how many
+    # steps it takes on each batch of perturbed faces. Why: with one step at the HyperNet's lr the users-label
+    # surrogate stayed near chance (its loss 2.9–3.2 of ln 32 = 3.47 over 900 steps), so J1 hardly told the
+    # HyperNet which perturbations are easy to learn
+    surrogate_lr: float = 0.0
+    surrogate_steps: int = 1
     # thesis objective: the surrogate trains and scores on randomly flipped faces shifted by up to this many
     # pixels, as the from-scratch ResNet attacker augments (its fr_shift: 8); 0 = as they are
     surrogate_shift: int = 0
@@ -140,6 +146,8 @@ class TrainConfig:
             raise ValueError(f"unknown surrogate_labels {self.surrogate_labels!r} (identity | user)")
         if self.surrogate_labels == "user" and not (self.objective == "thesis" and self.pool_users):
             raise ValueError("surrogate_labels 'user' needs the thesis objective with identity-grouped batches (pool_users > 0)")
+        if self.surrogate_lr < 0 or self.surrogate_steps < 1:
+            raise ValueError("surrogate_lr must be >= 0 (0: the HyperNet's lr) and surrogate_steps >= 1")
         if not 0 <= self.surrogate_shift < self.image_size // 2:  # reflect padding needs pad < the side
             raise ValueError(f"surrogate_shift must be in [0, {self.image_size // 2}) for {self.image_size}² faces")
         if self.pool_users < 0 or self.pool_refresh < 0 or not 0 < self.pool_refresh_fraction <= 1:

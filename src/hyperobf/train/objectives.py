@@ -52,10 +52,11 @@ class ClassifierObjective(nn.Module):
 
     name = "adversarial"
 
-    def __init__(self, n_classes: int, lr: float, width: int = 32) -> None:
+    def __init__(self, n_classes: int, lr: float, width: int = 32, steps: int = 1) -> None:
         super().__init__()
         self.clf = SurrogateClassifier(n_classes, width)
         self.opt = torch.optim.Adam(self.clf.parameters(), lr=lr)
+        self.steps = steps  # surrogate steps per batch (each with fresh augmentation draws where it augments)
 
     def j1(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p_true = F.softmax(self.clf(x_prot), dim=1).gather(1, y[:, None]).squeeze(1)
@@ -68,18 +69,21 @@ class ClassifierObjective(nn.Module):
 
     def update(self, x_clean: torch.Tensor, x_prot: torch.Tensor, y: torch.Tensor,
                sync: Callable[[nn.Module], None] | None = None) -> float:
-        """One step of the surrogate on :meth:`surrogate_batch`.
+        """``steps`` steps of the surrogate on :meth:`surrogate_batch`; returns the first step's loss.
 
-        ``sync`` (multi-GPU) averages the classifier's gradients across processes before the step.
+        ``sync`` (multi-GPU) averages the classifier's gradients across processes before each step.
         """
-        x, labels = self.surrogate_batch(x_clean, x_prot, y)
-        loss = F.cross_entropy(self.clf(x), labels)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if sync is not None:
-            sync(self.clf)
-        self.opt.step()
-        return float(loss.detach())
+        first = None
+        for _ in range(self.steps):
+            x, labels = self.surrogate_batch(x_clean, x_prot, y)
+            loss = F.cross_entropy(self.clf(x), labels)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if sync is not None:
+                sync(self.clf)
+            self.opt.step()
+            first = float(loss.detach()) if first is None else first
+        return first
 
     def extra_state(self) -> dict:
         return {"opt": self.opt.state_dict()}
@@ -100,8 +104,9 @@ class ThesisObjective(ClassifierObjective):
     name = "thesis"
     needs_users = True  # identity-grouped batches (one pseudo-user per net)
 
-    def __init__(self, n_classes: int, lr: float, width: int = 32, shift: int = 0, seed: int = 0) -> None:
-        super().__init__(n_classes, lr, width)
+    def __init__(self, n_classes: int, lr: float, width: int = 32, shift: int = 0, seed: int = 0,
+                 steps: int = 1) -> None:
+        super().__init__(n_classes, lr, width, steps)
         self.shift = shift
         self.gen = torch.Generator().manual_seed(seed + 7919)
 
@@ -136,8 +141,9 @@ def _feature(cfg: TrainConfig, n_classes: int, anchors: torch.Tensor | None) -> 
 
 # name -> builder(cfg, n_classes, anchors): adding an objective is one entry
 OBJECTIVES: dict[str, Callable[[TrainConfig, int, torch.Tensor | None], nn.Module]] = {
-    "adversarial": lambda cfg, n, a: ClassifierObjective(n, cfg.lr),
-    "thesis": lambda cfg, n, a: ThesisObjective(n, cfg.lr, cfg.surrogate_width, cfg.surrogate_shift, cfg.seed),
+    "adversarial": lambda cfg, n, a: ClassifierObjective(n, cfg.surrogate_lr or cfg.lr, steps=cfg.surrogate_steps),
+    "thesis": lambda cfg, n, a: ThesisObjective(n, cfg.surrogate_lr or cfg.lr, cfg.surrogate_width, cfg.surrogate_shift,
+                                                cfg.seed, cfg.surrogate_steps),
     "feature": _feature,
 }
 
