@@ -136,3 +136,36 @@ def test_signature_weight_adds_exactly_its_term_and_training_logs_both(tmp_path)
     assert 0 < m["sig_between"] <= 1 and -1 <= m["sig_within"] <= 1
     with pytest.raises(ValueError, match="lambda_signature"):
         TrainConfig(lambda_signature=-1).validate()
+
+
+def test_saturation_term_is_its_hinge_on_the_nets_own_delta_and_is_logged(tmp_path):
+    """λ_sat·max(mean((δ/ρ_pixel)²) − cap, 0) on the δ before the fill: added exactly, zero under the cap, logged."""
+    from hyperobf.spec import builtin_spec
+    from hyperobf.train.config import TrainConfig
+    from hyperobf.train.loop import step_loss, train
+    from hyperobf.train.losses import saturation
+    from hyperobf.train.objectives import build_objective
+    from hyperobf.train.sources import build_source
+
+    assert float(saturation(torch.full((2, 3), -0.03), 0.03)) == pytest.approx(1.0)  # a sign pattern: 1
+    kw = dict(structure="tiny", epochs=1, steps_per_epoch=2, batch_images=3, nets_per_step=3, objective="thesis",
+              pool_users=6, image_size=16, budget_fill=4.0, dssim_budget=0.02)
+    off = TrainConfig(**kw)
+    spec = builtin_spec("tiny", off.rho_pixel)
+    gen = torch.Generator().manual_seed(0)
+    source, objective = build_source(spec, off), build_objective(off, 4)
+    params, _ = source.sample_keyed(3, gen)
+    x, y = torch.rand(9, 3, 16, 16, generator=gen), torch.arange(3).repeat_interleave(3)
+    l0, _, p0 = step_loss(spec, off, objective, params, x, y, torch.Generator().manual_seed(1))
+    sat = float(p0["saturation"].detach())
+    assert 0 < sat < 1
+    on = TrainConfig(**kw, lambda_saturation=7.0, saturation_cap=sat / 2)
+    l1, _, _ = step_loss(spec, on, objective, params, x, y, torch.Generator().manual_seed(1))
+    assert float((l1 - l0).detach()) == pytest.approx(7.0 * sat / 2, rel=1e-4)
+    under = TrainConfig(**kw, lambda_saturation=7.0, saturation_cap=min(1.0, sat * 1.5))
+    l2, _, _ = step_loss(spec, under, objective, params, x, y, torch.Generator().manual_seed(1))
+    assert float((l2 - l0).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < train(on, tmp_path / "on").metrics[-1]["saturation"] <= 1
+    for bad in (dict(lambda_saturation=-1.0), dict(saturation_cap=0.0), dict(saturation_cap=1.5)):
+        with pytest.raises(ValueError, match="saturation"):
+            TrainConfig(**bad).validate()

@@ -1,4 +1,5 @@
-"""The training loop: J = λ_div·max(J1 − α, 0) + J2 + λ_dssim·max(DSSIM − ρ, 0) [+ λ_sig·signature].
+"""The training loop: J = λ_div·max(J1 − α, 0) + J2 + λ_dssim·max(DSSIM − ρ, 0) [+ λ_sig·signature]
+[+ λ_sat·max(saturation − cap, 0)].
 
 Each step samples ``nets_per_step`` MaskNets from the source and gives each its own
 ``batch_images`` faces; all nets run in one grouped-conv pass (models.masknet.apply_batched).
@@ -29,8 +30,8 @@ from .config import TrainConfig, canonical_objective
 from .data import FaceSet, load_image_folder, split_holdout, synthetic_faces
 from .diversity import param_variance
 from .evaluate import evaluate_epoch, evaluate_quality  # noqa: F401  (evaluate_quality: public here too)
-from .losses import (budget_penalty, budget_scale, diversity_loss, dssim, scaled, signature_loss, signature_terms,
-                     total_loss)
+from .losses import (budget_penalty, budget_scale, diversity_loss, dssim, saturation, scaled, signature_loss,
+                     signature_terms, total_loss)
 from .objectives import build_objective
 from .sources import build_source
 
@@ -70,12 +71,13 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     user its own target (``objective.needs_keys``: the targeted feature objective).
 
     Returns (loss, protected faces (n·b, 3, H, W), {J1, J2, dssim, dssim_max, param_var, sig_within,
-    sig_between} tensors).
+    sig_between, saturation} tensors).
     """
     n = next(iter(params.values())).shape[0]
     with autocast():
         x_prot = apply_batched(spec, params, x.view(n, -1, *x.shape[1:])).flatten(0, 1)
     x_prot = x_prot.float()
+    sat = saturation(x_prot - x, cfg.rho_pixel)  # the net's own δ, before a fill rescales it
     if cfg.budget_fill > 0:  # train as the budget rule ships: each face's δ scaled to use ρ (the scale: no gradient)
         delta = x_prot - x  # (n·b, 3, H, W), already within ±ρ_pixel and [0, 1]
         s = budget_scale(x, delta.detach(), cfg.dssim_budget, cfg.rho_pixel, cfg.budget_fill, iters=8)
@@ -93,8 +95,10 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     within, between = signature_terms((x_prot - x).view(n, -1, *x.shape[1:]))  # δ: (n, b, 3, H, W)
     if cfg.lambda_signature > 0:
         loss = loss + cfg.lambda_signature * signature_loss(within, between)
+    if cfg.lambda_saturation > 0:
+        loss = loss + cfg.lambda_saturation * torch.relu(sat - cfg.saturation_cap)
     return loss, x_prot, {"J1": j1, "J2": j2, "dssim": d.mean(), "dssim_max": d.max(), "param_var": var,
-                          "sig_within": within, "sig_between": between}
+                          "sig_within": within, "sig_between": between, "saturation": sat}
 
 
 def _seed_everything(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> torch.Generator:
@@ -193,7 +197,7 @@ def train(
     for epoch in range(start_epoch, cfg.epochs):
         source.train()
         sums = {"J": 0.0, "J1": 0.0, "J2": 0.0, "dssim": 0.0, "dssim_max": 0.0, "param_var": 0.0,
-                "sig_within": 0.0, "sig_between": 0.0, "clf_loss": 0.0}
+                "sig_within": 0.0, "sig_between": 0.0, "saturation": 0.0, "clf_loss": 0.0}
         for _ in range(steps):
             if pool is None:
                 idx = torch.randint(0, len(train_set), (n * b,), generator=gen).to(device)

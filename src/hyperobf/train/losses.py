@@ -60,6 +60,12 @@ def budget_penalty(d: torch.Tensor, rho: float) -> torch.Tensor:
     return torch.relu(d - rho).mean()
 
 
+def saturation(delta: torch.Tensor, rho_pixel: float) -> torch.Tensor:
+    """mean((δ/ρ_pixel)²) = mean tanh²(pre-activation) of δ = ρ_pixel·tanh(·): 1 when every pixel sits at ±ρ_pixel
+    (a sign pattern), ~0 in the linear regime. delta: any shape, the net's own δ (before a fill)."""
+    return (delta / rho_pixel).pow(2).mean()
+
+
 def diversity_loss(param_var: torch.Tensor) -> torch.Tensor:
     """J2 = exp(−Var) of the batch's generated conv parameters (Eq. 4.2)."""
     return torch.exp(-param_var)
