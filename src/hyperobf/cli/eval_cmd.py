@@ -302,4 +302,5 @@ def alike(
           "perturbation for every user)")
     for ck, r in rows:
         print(f"  {ck}: δ cos {r['delta_cos']:.3f}, identical pairs {r['identical_pairs']:.2f}, one δ for "
-              f"{r['largest_group']:.0%} of the nets (δ cos >= 0.99), param_var {r['param_var']:.4g}")
+              f"{r['largest_group']:.0%} of the nets (δ cos >= 0.99), param_var {r['param_var']:.4g}, saturation "
+              f"{r['saturation']:.2f} (mean (δ/ρ_pixel)²; 1: sign patterns)")
