@@ -22,8 +22,8 @@ from ..train.losses import saturation
 def issued_similarity(loaded, z: torch.Tensor, x: torch.Tensor) -> dict:
     """Nets issued from latents z (n, z_dim) by a loaded checkpoint, on the same faces x (b, 3, S, S) float [0, 1]:
     delta_cos, identical_pairs, nets (output_similarity), param_var (J2's Var) and saturation (mean (δ/ρ_pixel)² of
-    the nets' own δ: 1 = sign patterns; measured, the nets that gave one δ to ≤ 12 % of users sat at 0.33–0.43, those
-    that gave one δ to 33–83 % at 0.60–0.96)."""
+    the nets' own δ: 1 = sign patterns; measured, the nets that gave one δ to ≤ 12 % of users sat at 0.33–0.44, those
+    that gave one δ to 33–83 % at 0.61–0.97)."""
     src = loaded.source.eval()
     params = src.issue(z)
     y = apply_shared_input(loaded.spec, params, x)  # (n, b, 3, S, S)

@@ -49,10 +49,11 @@ class TrainConfig:
     # faces and unrelated to other users' δ — per-user class-wise noise, measured on the outputs, where J2 only
     # sees weights. 0 = off (every recipe before it)
     lambda_signature: float = 0.0
-    # weight of the saturation term λ_sat·max(mean((δ/ρ_pixel)²) − saturation_cap, 0) on the net's own δ (before any
-    # fill): keeps ρ_pixel·tanh(·) out of its flat ends. Why: measured, ~93 % of the recipes' δ pixels sat at ±ρ_pixel
-    # (sign patterns), and with the fill J1 no longer sees the δ's own scale, so J2 = exp(−Var) grew the weights
-    # unopposed from epoch ~20 (param_var 0.02 -> 4.4) while the nets' δ became alike. 0 = off (every recipe before)
+    # weight of the saturation term λ_sat·max(mean((δ/ρ_pixel)²) − saturation_cap, 0) on the net's own δ (before
+    # any fill): keeps ρ_pixel·tanh(·) off its flat ends. Why: measured, the recipes' δ were sign patterns
+    # (mean (δ/ρ_pixel)² 0.95–0.97), and with the fill J1 no longer sees the δ's own scale, so J2 = exp(−Var) grew
+    # the weights unopposed from epoch ~20 (param_var 0.02 -> 4.4) while the nets' δ became alike.
+    # 0 = off (every recipe before)
     lambda_saturation: float = 0.0
     saturation_cap: float = 0.5
     # HyperNet sizes
