@@ -112,26 +112,39 @@ def test_signature_terms_see_per_user_patterns():
     assert losses[0] < 0.1 < 0.8 < min(losses[1:])
 
 
-def test_signature_weight_adds_exactly_its_term_and_training_logs_both(tmp_path):
+def _same_step(*cfgs):
+    """step_loss of each config on the same three tiny nets and nine faces (objective built from the first):
+    [(loss, parts), ...]."""
     from hyperobf.spec import builtin_spec
-    from hyperobf.train.config import TrainConfig
-    from hyperobf.train.loop import step_loss, train
-    from hyperobf.train.losses import signature_loss
+    from hyperobf.train.loop import step_loss
     from hyperobf.train.objectives import build_objective
     from hyperobf.train.sources import build_source
 
-    kw = dict(structure="tiny", epochs=1, steps_per_epoch=2, batch_images=3, nets_per_step=3, objective="thesis",
-              pool_users=6, image_size=16)
-    off, on = TrainConfig(**kw), TrainConfig(**kw, lambda_signature=5.0)
-    spec = builtin_spec("tiny", off.rho_pixel)
+    spec = builtin_spec("tiny", cfgs[0].rho_pixel)
     gen = torch.Generator().manual_seed(0)
-    source, objective = build_source(spec, off), build_objective(off, 4)
+    source, objective = build_source(spec, cfgs[0]), build_objective(cfgs[0], 4)
     params, _ = source.sample_keyed(3, gen)
     x, y = torch.rand(9, 3, 16, 16, generator=gen), torch.arange(3).repeat_interleave(3)
-    l0, _, p0 = step_loss(spec, off, objective, params, x, y, torch.Generator().manual_seed(1))
-    l1, _, p1 = step_loss(spec, on, objective, params, x, y, torch.Generator().manual_seed(1))
-    expected = 5.0 * signature_loss(p0["sig_within"], p0["sig_between"])
-    assert float((l1 - l0).detach()) == pytest.approx(float(expected.detach()), rel=1e-4) and float(expected.detach()) > 0
+    out = []
+    for c in cfgs:
+        loss, _, parts = step_loss(spec, c, objective, params, x, y, torch.Generator().manual_seed(1))
+        out.append((float(loss.detach()), {k: float(v.detach()) for k, v in parts.items()}))
+    return out
+
+
+TINY_THESIS = dict(structure="tiny", epochs=1, steps_per_epoch=2, batch_images=3, nets_per_step=3, objective="thesis",
+                   pool_users=6, image_size=16)
+
+
+def test_signature_weight_adds_exactly_its_term_and_training_logs_both(tmp_path):
+    from hyperobf.train.config import TrainConfig
+    from hyperobf.train.loop import train
+    from hyperobf.train.losses import signature_loss
+
+    off = TrainConfig(**TINY_THESIS)
+    (l0, p0), (l1, _) = _same_step(off, TrainConfig(**TINY_THESIS, lambda_signature=5.0))
+    expected = 5.0 * float(signature_loss(torch.tensor(p0["sig_within"]), torch.tensor(p0["sig_between"])))
+    assert l1 - l0 == pytest.approx(expected, rel=1e-4) and expected > 0
     m = train(off, tmp_path / "off").metrics[-1]
     assert 0 < m["sig_between"] <= 1 and -1 <= m["sig_within"] <= 1
     with pytest.raises(ValueError, match="lambda_signature"):
@@ -140,31 +153,19 @@ def test_signature_weight_adds_exactly_its_term_and_training_logs_both(tmp_path)
 
 def test_saturation_term_is_its_hinge_on_the_nets_own_delta_and_is_logged(tmp_path):
     """λ_sat·max(mean((δ/ρ_pixel)²) − cap, 0) on the δ before the fill: added exactly, zero under the cap, logged."""
-    from hyperobf.spec import builtin_spec
     from hyperobf.train.config import TrainConfig
-    from hyperobf.train.loop import step_loss, train
+    from hyperobf.train.loop import train
     from hyperobf.train.losses import saturation
-    from hyperobf.train.objectives import build_objective
-    from hyperobf.train.sources import build_source
 
     assert float(saturation(torch.full((2, 3), -0.03), 0.03)) == pytest.approx(1.0)  # a sign pattern: 1
-    kw = dict(structure="tiny", epochs=1, steps_per_epoch=2, batch_images=3, nets_per_step=3, objective="thesis",
-              pool_users=6, image_size=16, budget_fill=4.0, dssim_budget=0.02)
-    off = TrainConfig(**kw)
-    spec = builtin_spec("tiny", off.rho_pixel)
-    gen = torch.Generator().manual_seed(0)
-    source, objective = build_source(spec, off), build_objective(off, 4)
-    params, _ = source.sample_keyed(3, gen)
-    x, y = torch.rand(9, 3, 16, 16, generator=gen), torch.arange(3).repeat_interleave(3)
-    l0, _, p0 = step_loss(spec, off, objective, params, x, y, torch.Generator().manual_seed(1))
-    sat = float(p0["saturation"].detach())
+    kw = dict(TINY_THESIS, budget_fill=4.0, dssim_budget=0.02)
+    on = TrainConfig(**kw, lambda_saturation=7.0, saturation_cap=1e-6)  # always over the cap
+    (l0, p0), (l1, _), (l2, _) = _same_step(TrainConfig(**kw), on,
+                                            TrainConfig(**kw, lambda_saturation=7.0, saturation_cap=1.0))  # never over
+    sat = p0["saturation"]
     assert 0 < sat < 1
-    on = TrainConfig(**kw, lambda_saturation=7.0, saturation_cap=sat / 2)
-    l1, _, _ = step_loss(spec, on, objective, params, x, y, torch.Generator().manual_seed(1))
-    assert float((l1 - l0).detach()) == pytest.approx(7.0 * sat / 2, rel=1e-4)
-    under = TrainConfig(**kw, lambda_saturation=7.0, saturation_cap=min(1.0, sat * 1.5))
-    l2, _, _ = step_loss(spec, under, objective, params, x, y, torch.Generator().manual_seed(1))
-    assert float((l2 - l0).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert l1 - l0 == pytest.approx(7.0 * (sat - 1e-6), rel=1e-4)
+    assert l2 - l0 == pytest.approx(0.0, abs=1e-6)
     assert 0 < train(on, tmp_path / "on").metrics[-1]["saturation"] <= 1
     for bad in (dict(lambda_saturation=-1.0), dict(saturation_cap=0.0), dict(saturation_cap=1.5)):
         with pytest.raises(ValueError, match="saturation"):
