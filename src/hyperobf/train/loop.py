@@ -77,9 +77,9 @@ def step_loss(spec, cfg: TrainConfig, objective, params: dict[str, torch.Tensor]
     with autocast():
         x_prot = apply_batched(spec, params, x.view(n, -1, *x.shape[1:])).flatten(0, 1)
     x_prot = x_prot.float()
-    sat = saturation(x_prot - x, cfg.rho_pixel)  # the net's own δ, before a fill rescales it
+    delta = x_prot - x  # (n·b, 3, H, W): the net's own δ, already within ±ρ_pixel and [0, 1]
+    sat = saturation(delta, cfg.rho_pixel)  # before a fill rescales it
     if cfg.budget_fill > 0:  # train as the budget rule ships: each face's δ scaled to use ρ (the scale: no gradient)
-        delta = x_prot - x  # (n·b, 3, H, W), already within ±ρ_pixel and [0, 1]
         s = budget_scale(x, delta.detach(), cfg.dssim_budget, cfg.rho_pixel, cfg.budget_fill, iters=8)
         x_prot = scaled(x, delta, s, cfg.rho_pixel)
     d = dssim(x_prot, x)  # (n·b,) in float32: SSIM of a 0.03 perturbation needs the precision
