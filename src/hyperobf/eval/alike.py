@@ -26,9 +26,9 @@ def issued_similarity(loaded, z: torch.Tensor, x: torch.Tensor) -> dict:
     that gave one δ to 33–83 % at 0.61–0.97)."""
     src = loaded.source.eval()
     params = src.issue(z)
-    y = apply_shared_input(loaded.spec, params, x)  # (n, b, 3, S, S)
-    return {**output_similarity(y - x[None]), "param_var": float(param_variance(params)),
-            "saturation": float(saturation(y - x[None], loaded.spec.rho_pixel))}
+    delta = apply_shared_input(loaded.spec, params, x) - x[None]  # (n, b, 3, S, S): each net's δ on the same faces
+    return {**output_similarity(delta), "param_var": float(param_variance(params)),
+            "saturation": float(saturation(delta, loaded.spec.rho_pixel))}
 
 
 def checkpoint_similarity(checkpoint: str | Path, x: torch.Tensor, n_nets: int = 8, seed: int = 0) -> dict:
