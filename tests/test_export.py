@@ -26,6 +26,7 @@ from hyperobf.train.sources import generate_users
 from hyperobf.export.verify import ExportRefused, VerifyInputs, ort_outputs, ort_session, reference
 from hyperobf.model_meta import PREFIX, parse_metadata
 from hyperobf.spec import builtin_spec
+from runtime_support import seeded_users
 
 N_USERS = 2
 ALL_PRECISIONS = ("fp32", "fp16", "int8")
@@ -42,12 +43,8 @@ def loaded(tiny_checkpoint):
 def exported(loaded, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     out, seeds = root / "models", root / "seeds.jsonl"
-    # Fixed users: weight-only int8 moves the tiny net's δ by a few % depending on the user's z, and the
-    # exporter rightly refuses a user above 5 % (seen with CSPRNG users: 8.1 %, one CI run in many).
-    rng = np.random.default_rng(0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("hyperobf.export.issue.secure_normal",
-                   lambda n, dim: rng.standard_normal((n, dim)).astype(np.float32))
+    with pytest.MonkeyPatch.context() as mp:  # fixed users: see seeded_users
+        mp.setattr("hyperobf.export.issue.secure_normal", seeded_users(0))
         report = issue_users(loaded, N_USERS, out, formats=list(FORMATS), precisions=ALL_PRECISIONS, verify="all",
                              seeds_file=seeds)
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]

@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hyperobf.cli import app
+from runtime_support import seeded_users
 
 runner = CliRunner()
 
@@ -34,7 +35,8 @@ def _listing(path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
 
 
-def test_export_cli_writes_formats_and_table(tiny_checkpoint, tmp_path):
+def test_export_cli_writes_formats_and_table(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr("hyperobf.export.issue.secure_normal", seeded_users(0))  # fixed users: int8 is exported
     out = tmp_path / "models"
     r = _export("--checkpoint", str(tiny_checkpoint), "--users", "2", "--format", "onnx,ort",
                 "--precision", "fp32,int8", "--out", str(out), "--seeds-file", str(tmp_path / "z.jsonl"))
