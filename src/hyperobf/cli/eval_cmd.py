@@ -279,6 +279,27 @@ def frontier_select(
     print(f"chosen: {ranked[0]['checkpoint']}")
 
 
+@eval_app.command("frontier-compare")
+def frontier_compare(
+    runs: Annotated[list[Path], typer.Argument(help="frontier.json files (any splits, held-out users too); users pair across runs on the same split.", exists=True, dir_okay=False)],
+    a: Annotated[list[str], typer.Option("--a", help="Rows of method A: a protector label or glob, e.g. 'net:thesis_users_*_D36 inverted (1 held*' (repeat to pool; its value on a user is the rows' mean).")],
+    b: Annotated[list[str], typer.Option("--b", help="Rows of method B, as --a.")],
+    attacker: Annotated[str, typer.Option(help="Attacker/protocol key, as in the table.")] = "resnet18-scratch/gallery",
+    rho: Annotated[Optional[float], typer.Option(help="Only rows at this budget (default: any).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison as JSON here.", dir_okay=False)] = None,
+) -> None:
+    """Is A's protection below B's? Paired per user over the runs' users: mean difference, bootstrap interval, sign test."""
+    from ..eval.frontier_compare import compare, compare_md
+
+    with errors_as_one_line(ValueError, OSError, json.JSONDecodeError, KeyError):
+        c = compare([(str(p), json.loads(p.read_text())) for p in runs], a, b, attacker, rho)
+        if json_out is not None:
+            tmp = json_out.with_name(json_out.name + ".tmp")
+            tmp.write_text(json.dumps(c, indent=2))
+            tmp.replace(json_out)
+    print(compare_md(c))
+
+
 @eval_app.command("alike")
 def alike(
     checkpoints: Annotated[list[Path], typer.Argument(help="Trained checkpoint.pt files.", exists=True, dir_okay=False)],
