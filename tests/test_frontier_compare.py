@@ -72,3 +72,6 @@ def test_frontier_compare_cli(tmp_path):
     assert json.loads(out.read_text())["lower"] == 10
     r = CliRunner().invoke(app, ["eval", "frontier-compare", str(path), "--a", "net:none", "--b", "net:b x"])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "no row matches A" in r.output
+    path.write_text("[1, 2]")
+    r = CliRunner().invoke(app, ["eval", "frontier-compare", str(path), "--a", "net:h x", "--b", "net:b x"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "not a frontier.json" in r.output

@@ -291,7 +291,7 @@ def frontier_compare(
     """Is A's protection below B's? Paired per user over the runs' users: mean difference, bootstrap interval, sign test."""
     from ..eval.frontier_compare import compare, compare_md
 
-    with errors_as_one_line(ValueError, OSError, json.JSONDecodeError, KeyError):
+    with errors_as_one_line(ValueError, OSError, json.JSONDecodeError, KeyError, TypeError):
         c = compare([(str(p), json.loads(p.read_text())) for p in runs], a, b, attacker, rho)
         if json_out is not None:
             tmp = json_out.with_name(json_out.name + ".tmp")

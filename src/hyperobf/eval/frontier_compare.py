@@ -35,7 +35,11 @@ def method_values(results: list[tuple[str, dict]], patterns: list[str], attacker
     used: list[dict] = []
     seen: set[tuple] = set()
     for source, result in results:
+        if not isinstance(result, dict) or not {"rows", "split"} <= result.keys():
+            raise ValueError(f"{source}: not a frontier.json (no rows and split)")
         keys = _user_keys(result)
+        if not keys:
+            raise ValueError(f"{source}: its split has no target users")
         for r in result["rows"]:
             got = (r.get("per_user") or {}).get(attacker)
             if r["protector"] == "clean" or not got or not _matches(r["protector"], patterns):
