@@ -15,6 +15,7 @@ import math
 import random
 
 from .splits import is_holdout
+from .stats import summary
 
 
 def _user_keys(result: dict) -> list[tuple]:
@@ -99,8 +100,8 @@ def compare(results: list[tuple[str, dict]], a: list[str], b: list[str], attacke
     pb = [_mean(vb[k]) for k in keys]
     d = [x - y for x, y in zip(pa, pb)]
     n = len(d)
-    mean = _mean(d)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    s = summary(d)  # the harness's mean ± sd (sample sd), as in every table
+    mean, sd = s["mean"], s["sd"]
     rng = random.Random(seed)
     boots = sorted(_mean([d[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
     lo, hi = boots[int(0.025 * (resamples - 1))], boots[int(0.975 * (resamples - 1))]
